@@ -1,0 +1,1 @@
+"""An OCI Distribution (v1.1) registry server."""

@@ -1,0 +1,1 @@
+"""HTTP handlers: thin views over the domain, one module per resource."""

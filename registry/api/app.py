@@ -1,0 +1,120 @@
+"""The aiohttp application: one route table, one error renderer."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from ..domain import Registry
+from ..errors import RegistryError
+from ..references import check_name
+from . import base, blobs, catalog, manifests, referrers, tags, uploads
+from .common import REGISTRY_KEY
+
+log = logging.getLogger("registry.http")
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+_NAME = r"(?P<name>.+)"
+
+#: (path pattern, {method: handler}); the first pattern that matches wins
+ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+    (re.compile(r"/v2/?"), {"GET": base.version_check, "HEAD": base.version_check}),
+    (re.compile(r"/v2/_catalog"), {"GET": catalog.list_repositories}),
+    (re.compile(rf"/v2/{_NAME}/tags/list"), {"GET": tags.list_tags}),
+    (
+        re.compile(rf"/v2/{_NAME}/manifests/(?P<reference>[^/]+)"),
+        {
+            "GET": manifests.get_manifest,
+            "HEAD": manifests.get_manifest,
+            "PUT": manifests.put_manifest,
+            "DELETE": manifests.delete_manifest,
+        },
+    ),
+    (re.compile(rf"/v2/{_NAME}/blobs/uploads/?"), {"POST": uploads.start_upload}),
+    (
+        re.compile(rf"/v2/{_NAME}/blobs/uploads/(?P<upload_id>[^/]+)"),
+        {
+            "GET": uploads.upload_status,
+            "PATCH": uploads.upload_chunk,
+            "PUT": uploads.finish_upload,
+            "DELETE": uploads.cancel_upload,
+        },
+    ),
+    (
+        re.compile(rf"/v2/{_NAME}/blobs/(?P<digest>[^/]+)"),
+        {"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob},
+    ),
+    (re.compile(rf"/v2/{_NAME}/referrers/(?P<digest>[^/]+)"), {"GET": referrers.list_referrers}),
+]
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    path = request.path
+    for pattern, methods in ROUTES:
+        match = pattern.fullmatch(path)
+        if match is None:
+            continue
+        handler = methods.get(request.method)
+        if handler is None:
+            raise RegistryError(
+                "UNSUPPORTED",
+                f"method {request.method} not allowed on {path}",
+                headers={"Allow": ", ".join(methods)},
+            )
+        params = match.groupdict()
+        if "name" in params:
+            check_name(params["name"])
+        return await handler(request, **params)
+    raise RegistryError("NOT_FOUND", f"no such endpoint: {path}")
+
+
+def error_response(error: RegistryError, request: web.BaseRequest) -> web.Response:
+    body = None if request.method == "HEAD" else error.body()
+    return web.Response(status=error.status, body=body, content_type="application/json", headers=error.headers)
+
+
+@web.middleware
+async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves here as the spec's JSON error envelope, and only here."""
+    try:
+        return await handler(request)
+    except RegistryError as error:
+        return error_response(error, request)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return error_response(RegistryError("NOT_FOUND", f"no such endpoint: {request.path}"), request)
+        if exc.status == 405:
+            return error_response(RegistryError("UNSUPPORTED", f"method {request.method} not allowed"), request)
+        if exc.status == 413:
+            return error_response(RegistryError("SIZE_INVALID", exc.text or "request body too large"), request)
+        raise
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return error_response(RegistryError("UNKNOWN", "internal server error"), request)
+
+
+def absolute_locations(base_url: str | None) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Docker-Distribution-API-Version"] = "registry/2.0"
+        location = response.headers.get("Location")
+        if base_url and location and location.startswith("/"):
+            response.headers["Location"] = base_url.rstrip("/") + location
+
+    return on_prepare
+
+
+def create_app(registry: Registry, base_url: str | None = None, **app_options: Any) -> web.Application:
+    app = web.Application(middlewares=[render_errors], **app_options)
+    app[REGISTRY_KEY] = registry
+    app.router.add_route("*", "/v2", dispatch)
+    app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+    app.on_response_prepare.append(absolute_locations(base_url))
+
+    async def close(_: web.Application) -> None:
+        await registry.close()
+
+    app.on_cleanup.append(close)
+    return app

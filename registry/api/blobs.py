@@ -1,0 +1,88 @@
+"""GET, HEAD and DELETE /v2/<name>/blobs/<digest>"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from .. import layout
+from ..errors import RegistryError
+from ..references import Digest
+from .common import registry_of
+from .sendfile import SendfileResponse
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(offset, count) of a single byte range; None serves the whole blob.
+
+    Several ranges, or a header we cannot read, are ignored as RFC 9110 allows.
+    """
+    if header is None:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if not match or (not match.group(1) and not match.group(2)):
+        return None
+    first, last = match.groups()
+    if not first:  # suffix: the last N bytes
+        count = min(int(last), size)
+        if count == 0:
+            raise _unsatisfiable(size)
+        return size - count, count
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise _unsatisfiable(size)
+    return start, end - start + 1
+
+
+def _unsatisfiable(size: int) -> RegistryError:
+    return RegistryError("RANGE_INVALID", f"requested range not satisfiable; blob is {size} bytes",
+                         headers={"Content-Range": f"bytes */{size}"})
+
+
+async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
+    registry = registry_of(request)
+    parsed = Digest.parse(digest)
+    info = await registry.blobs.stat(name, parsed)
+    etag = f'"{parsed}"'
+    headers = {
+        "Docker-Content-Digest": str(parsed),
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+    }
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    path = layout.blob_data(parsed)
+    if request.method == "GET":
+        url = await registry.backend.redirect_url(path)
+        if url is not None:
+            return web.Response(status=307, headers={**headers, "Location": url})
+    status, offset, count = 200, 0, info.size
+    byte_range = parse_range(request.headers.get("Range"), info.size)
+    if byte_range is not None:
+        status, (offset, count) = 206, byte_range
+        headers["Content-Range"] = f"bytes {offset}-{offset + count - 1}/{info.size}"
+    local = registry.backend.local_file(path)
+    if local is not None:
+        return SendfileResponse(local, offset, count, status=status, headers=headers)
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_type = "application/octet-stream"
+    response.content_length = count
+    await response.prepare(request)
+    if request.method == "GET":
+        async for chunk in registry.backend.read(path, offset, count):
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def delete_blob(request: web.Request, name: str, digest: str) -> web.Response:
+    registry = registry_of(request)
+    registry.check_deletable()
+    parsed = Digest.parse(digest)
+    await registry.blobs.unlink(name, parsed)
+    return web.Response(status=202, headers={"Docker-Content-Digest": str(parsed)})

@@ -1,0 +1,69 @@
+"""Request parsing and response helpers shared by the handlers."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+
+from ..domain import Registry
+from ..errors import RegistryError
+
+REGISTRY_KEY = web.AppKey("registry", Registry)
+#: request bodies are written in pieces of about this size: fewer thread hops, bounded memory
+WRITE_CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)")
+
+
+def registry_of(request: web.Request) -> Registry:
+    return request.app[REGISTRY_KEY]
+
+
+async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body as ~1 MiB pieces, never the whole of it."""
+    pending: list[bytes] = []
+    pending_size = 0
+    async for data in request.content.iter_chunked(WRITE_CHUNK):
+        pending.append(data)
+        pending_size += len(data)
+        if pending_size >= WRITE_CHUNK:
+            yield b"".join(pending) if len(pending) > 1 else pending[0]
+            pending, pending_size = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+def has_body(request: web.Request) -> bool:
+    return request.body_exists and (request.content_length is None or request.content_length > 0)
+
+
+def content_range(request: web.Request) -> tuple[int, int] | None:
+    """(start, length) of a chunk from Content-Range, checked against Content-Length."""
+    raw = request.headers.get("Content-Range")
+    if raw is None:
+        return None
+    match = _CONTENT_RANGE.fullmatch(raw.strip())
+    if not match:
+        raise RegistryError("RANGE_INVALID", f"malformed Content-Range {raw[:100]!r}; expected <start>-<end>")
+    start, end = int(match.group(1)), int(match.group(2))
+    if end < start:
+        raise RegistryError("RANGE_INVALID", f"Content-Range {raw[:100]!r} ends before it starts")
+    length = end - start + 1
+    if request.content_length is not None and request.content_length != length:
+        raise RegistryError(
+            "SIZE_INVALID", f"Content-Range covers {length} bytes but Content-Length is {request.content_length}"
+        )
+    return start, length
+
+
+def json_response(document: Any, status: int = 200, content_type: str = "application/json", **kw: Any) -> web.Response:
+    return web.Response(body=json.dumps(document).encode(), status=status, content_type=content_type, **kw)
+
+
+def next_link(path: str, n: int | None, last: str | None) -> dict[str, str]:
+    """The Link header pointing at the next page, when there is one."""
+    if last is None or n is None:
+        return {}
+    return {"Link": f'<{path}?n={n}&last={last}>; rel="next"'}

@@ -1,0 +1,55 @@
+"""PUT, GET, HEAD and DELETE /v2/<name>/manifests/<reference>"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import RegistryError
+from ..manifests import MAX_MANIFEST_SIZE
+from .common import registry_of
+
+
+async def _read_limited(request: web.Request) -> bytes:
+    """The body, refusing one over the manifest limit before reading more of it than the limit."""
+    too_large = RegistryError("MANIFEST_TOO_LARGE", f"manifest exceeds the limit of {MAX_MANIFEST_SIZE} bytes")
+    if request.content_length is not None and request.content_length > MAX_MANIFEST_SIZE:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    async for data in request.content.iter_any():
+        size += len(data)
+        if size > MAX_MANIFEST_SIZE:
+            raise too_large
+        parts.append(data)
+    return b"".join(parts)
+
+
+async def put_manifest(request: web.Request, name: str, reference: str) -> web.Response:
+    registry = registry_of(request)
+    registry.check_writable()
+    body = await _read_limited(request)
+    manifest = await registry.manifests.put(name, reference, body, request.headers.get("Content-Type"))
+    headers = {
+        "Location": f"/v2/{name}/manifests/{manifest.digest}",
+        "Docker-Content-Digest": str(manifest.digest),
+    }
+    if manifest.subject is not None:
+        headers["OCI-Subject"] = str(manifest.subject)
+    return web.Response(status=201, headers=headers)
+
+
+async def get_manifest(request: web.Request, name: str, reference: str) -> web.Response:
+    """The manifest exactly as pushed: never converted, whatever the Accept lines ask for."""
+    manifest = await registry_of(request).manifests.get(name, reference)
+    etag = f'"{manifest.digest}"'
+    headers = {"Docker-Content-Digest": str(manifest.digest), "ETag": etag}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=manifest.body, headers={**headers, "Content-Type": manifest.media_type})
+
+
+async def delete_manifest(request: web.Request, name: str, reference: str) -> web.Response:
+    registry = registry_of(request)
+    registry.check_deletable()
+    await registry.manifests.delete(name, reference)
+    return web.Response(status=202)

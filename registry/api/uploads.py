@@ -1,0 +1,73 @@
+"""/v2/<name>/blobs/uploads/: start, mount, stream, chunk, finish, inspect and cancel uploads."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import RegistryError
+from ..references import Digest, check_name
+from ..uploads import upload_headers
+from .common import body_chunks, content_range, has_body, registry_of
+
+
+def _created(name: str, digest: Digest) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": str(digest)},
+    )
+
+
+def _digest_param(request: web.Request) -> Digest:
+    raw = request.query.get("digest")
+    if not raw:
+        raise RegistryError("DIGEST_INVALID", "the digest query parameter is required to finish an upload")
+    return Digest.parse(raw)
+
+
+async def start_upload(request: web.Request, name: str) -> web.Response:
+    registry = registry_of(request)
+    registry.check_writable()
+    mount = request.query.get("mount")
+    if mount:
+        digest = Digest.parse(mount)
+        source = request.query.get("from")
+        if await registry.blobs.mount(name, digest, check_name(source) if source else None):
+            return _created(name, digest)
+    upload_id = await registry.uploads.start(name)
+    if "digest" in request.query:  # monolithic upload: the whole blob in this request
+        digest = _digest_param(request)
+        await registry.uploads.finish(name, upload_id, digest, body_chunks(request), length=request.content_length)
+        return _created(name, digest)
+    return web.Response(status=202, headers=upload_headers(name, upload_id, 0))
+
+
+async def upload_status(request: web.Request, name: str, upload_id: str) -> web.Response:
+    size = await registry_of(request).uploads.size(name, upload_id)
+    return web.Response(status=204, headers=upload_headers(name, upload_id, size))
+
+
+async def upload_chunk(request: web.Request, name: str, upload_id: str) -> web.Response:
+    registry = registry_of(request)
+    registry.check_writable()
+    chunk = content_range(request)
+    start, length = chunk if chunk else (None, request.content_length)
+    size = await registry.uploads.append(name, upload_id, body_chunks(request), start, length)
+    return web.Response(status=202, headers=upload_headers(name, upload_id, size))
+
+
+async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.Response:
+    registry = registry_of(request)
+    registry.check_writable()
+    digest = _digest_param(request)
+    chunk = content_range(request)
+    start, length = chunk if chunk else (None, request.content_length)
+    body = body_chunks(request) if has_body(request) else None
+    await registry.uploads.finish(name, upload_id, digest, body, start, length)
+    return _created(name, digest)
+
+
+async def cancel_upload(request: web.Request, name: str, upload_id: str) -> web.Response:
+    registry = registry_of(request)
+    registry.check_writable()
+    await registry.uploads.cancel(name, upload_id)
+    return web.Response(status=204)

@@ -1,0 +1,64 @@
+"""Blobs: stored once by digest, reachable from a repository only through its link."""
+
+from __future__ import annotations
+
+from storage_backends import FileInfo, PathNotFound, StorageBackend
+
+from . import layout
+from .errors import RegistryError
+from .links import delete_quietly, read_link, write_link
+from .references import Digest
+
+
+class BlobStore:
+    def __init__(self, backend: StorageBackend) -> None:
+        self.backend = backend
+
+    async def stat(self, name: str, digest: Digest) -> FileInfo:
+        """The blob's data, if the repository links it (a repository never serves a blob it does not link)."""
+        if await read_link(self.backend, layout.layer_link(name, digest)) != digest:
+            raise RegistryError("BLOB_UNKNOWN", f"blob {digest} unknown to repository {name}", {"digest": str(digest)})
+        try:
+            return await self.backend.stat(layout.blob_data(digest))
+        except PathNotFound:
+            raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is linked but its data is missing") from None
+
+    async def is_linked(self, name: str, digest: Digest) -> bool:
+        try:
+            await self.stat(name, digest)
+        except RegistryError:
+            return False
+        return True
+
+    async def stored(self, digest: Digest) -> bool:
+        return await self.backend.exists(layout.blob_data(digest))
+
+    async def link(self, name: str, digest: Digest) -> None:
+        await write_link(self.backend, layout.layer_link(name, digest), digest)
+
+    async def mount(self, name: str, digest: Digest, source: str | None) -> bool:
+        """Link an already stored blob into name; from `source` when given, else from anywhere."""
+        if source is not None:
+            if not await self.is_linked(source, digest):
+                return False
+        elif not await self.stored(digest):
+            return False
+        await self.link(name, digest)
+        return True
+
+    async def adopt(self, name: str, digest: Digest, verified_path: str) -> None:
+        """Make verified content the blob for digest, then link it: the atomic end of every upload.
+
+        When the blob is stored already (deduplication) the new copy is dropped.
+        A concurrent adopter of the same digest moves identical bytes, so either wins.
+        """
+        target = layout.blob_data(digest)
+        if await self.backend.exists(target):
+            await delete_quietly(self.backend, verified_path)
+        else:
+            await self.backend.move(verified_path, target)
+        await self.link(name, digest)
+
+    async def unlink(self, name: str, digest: Digest) -> None:
+        await self.stat(name, digest)
+        await delete_quietly(self.backend, layout.layer_link(name, digest).rsplit("/", 1)[0])

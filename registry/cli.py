@@ -1,0 +1,108 @@
+"""The `registry` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from storage_backends import FilesystemBackend, MemoryBackend, StorageBackend
+
+from .api.app import create_app
+from .config import Config, ConfigError, load_config
+from .domain import Policy, Registry
+
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
+log = logging.getLogger("registry")
+
+
+def open_backend(config: Config) -> tuple[StorageBackend, str]:
+    """The configured backend and a description of where it stores."""
+    driver = config.storage_driver
+    if driver == "inmemory":
+        return MemoryBackend(), "memory"
+    root = str(config.get("storage", "filesystem", "rootdirectory", default="./data"))
+    backend = FilesystemBackend(root)
+    return backend, backend.root
+
+
+def build_registry(config: Config) -> tuple[Registry, str]:
+    backend, where = open_backend(config)
+    policy = Policy(
+        delete_enabled=bool(config.get("storage", "delete", "enabled", default=True)),
+        read_only=bool(config.get("storage", "maintenance", "readonly", "enabled", default=False)),
+    )
+    return Registry(backend, policy), where
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def serve(config: Config) -> None:
+    level = str(config.get("log", "level", default="info")).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    registry, where = build_registry(config)
+    app = create_app(registry, base_url=config.get("http", "host"))
+    host, port = config.host_port
+    access_log = None if config.get("log", "accesslog", "disabled") else logging.getLogger("registry.access")
+    read_only = " (read-only)" if registry.policy.read_only else ""
+    log.warning("registry listening on http://%s:%d, storing in %s%s", host, port, where, read_only)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        access_log=access_log,
+        access_log_format=ACCESS_LOG_FORMAT,
+        print=None,
+        shutdown_timeout=30,
+        loop=_new_loop(),
+    )
+
+
+def _serve_command(args: argparse.Namespace) -> None:
+    overrides: dict[str, Any] = {}
+    if args.addr:
+        overrides.setdefault("http", {})["addr"] = args.addr
+    if args.root:
+        overrides.setdefault("storage", {}).setdefault("filesystem", {})["rootdirectory"] = args.root
+    if args.log_level:
+        overrides.setdefault("log", {})["level"] = args.log_level
+    if args.read_only:
+        overrides.setdefault("storage", {}).setdefault("maintenance", {})["readonly"] = {"enabled": True}
+    if args.no_delete:
+        overrides.setdefault("storage", {})["delete"] = {"enabled": False}
+    serve(load_config(args.config, overrides=overrides))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="registry", description="An OCI image registry server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="serve the registry API")
+    serve_parser.add_argument("config_file", nargs="?", help="YAML config (as for Distribution's `registry serve`)")
+    serve_parser.add_argument("--config", "-c", help="YAML config file")
+    serve_parser.add_argument("--addr", help="listen address host:port (http.addr), default 127.0.0.1:5000")
+    serve_parser.add_argument("--root", help="storage directory (storage.filesystem.rootdirectory), default ./data")
+    serve_parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve_parser.add_argument("--read-only", action="store_true", help="refuse every write")
+    serve_parser.add_argument("--no-delete", action="store_true", help="refuse deletes")
+    serve_parser.set_defaults(func=_serve_command)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        args.config = args.config or args.config_file
+    try:
+        args.func(args)
+    except ConfigError as exc:
+        parser.exit(2, f"registry: {exc}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The registry's domain: every service over one storage backend, and the policy switches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage_backends import StorageBackend
+
+from .blobs import BlobStore
+from .catalog import Catalog
+from .errors import RegistryError
+from .manifests import ManifestStore
+from .referrers import ReferrerStore
+from .tags import TagStore
+from .uploads import UploadStore
+
+
+@dataclass
+class Policy:
+    delete_enabled: bool = True
+    read_only: bool = False
+
+
+class Registry:
+    def __init__(self, backend: StorageBackend, policy: Policy | None = None) -> None:
+        self.backend = backend
+        self.policy = policy or Policy()
+        self.blobs = BlobStore(backend)
+        self.uploads = UploadStore(backend, self.blobs)
+        self.manifests = ManifestStore(backend, self.blobs)
+        self.tags = TagStore(backend, self.manifests)
+        self.referrers = ReferrerStore(backend, self.manifests)
+        self.catalog = Catalog(backend)
+
+    def check_writable(self) -> None:
+        if self.policy.read_only:
+            raise RegistryError("UNSUPPORTED", "the registry is in read-only mode")
+
+    def check_deletable(self) -> None:
+        self.check_writable()
+        if not self.policy.delete_enabled:
+            raise RegistryError("UNSUPPORTED", "deletes are disabled on this registry (storage.delete.enabled)")
+
+    async def close(self) -> None:
+        await self.backend.close()

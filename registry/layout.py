@@ -1,0 +1,92 @@
+"""Where everything lives in the store: the one module that knows the layout.
+
+It is CNCF Distribution's (registry/storage/paths.go), so a data directory is
+interchangeable between the two:
+
+    docker/registry/v2/blobs/<alg>/<hh>/<hex>/data
+    docker/registry/v2/repositories/<name>/
+        _layers/<alg>/<hex>/link
+        _manifests/revisions/<alg>/<hex>/link
+        _manifests/tags/<tag>/current/link
+        _manifests/tags/<tag>/index/<alg>/<hex>/link
+        _uploads/<id>/data, startedat
+        _referrers/<subject alg>/<subject hex>/<alg>/<hex>/link   (ours; Distribution ignores it)
+"""
+
+from __future__ import annotations
+
+from .references import Digest
+
+ROOT = "docker/registry/v2"
+BLOBS = f"{ROOT}/blobs"
+REPOSITORIES = f"{ROOT}/repositories"
+
+
+def blob_dir(digest: Digest) -> str:
+    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def blob_data(digest: Digest) -> str:
+    return f"{blob_dir(digest)}/data"
+
+
+def repository(name: str) -> str:
+    return f"{REPOSITORIES}/{name}"
+
+
+def layer_link(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+
+
+def manifests_dir(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests"
+
+
+def revision_link(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+
+
+def tags_dir(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/tags"
+
+
+def tag_dir(name: str, tag: str) -> str:
+    return f"{tags_dir(name)}/{tag}"
+
+
+def tag_current_link(name: str, tag: str) -> str:
+    return f"{tag_dir(name, tag)}/current/link"
+
+
+def tag_index_link(name: str, tag: str, digest: Digest) -> str:
+    return f"{tag_dir(name, tag)}/index/{digest.algorithm}/{digest.hex}/link"
+
+
+def upload_dir(name: str, upload_id: str) -> str:
+    return f"{REPOSITORIES}/{name}/_uploads/{upload_id}"
+
+
+def upload_data(name: str, upload_id: str) -> str:
+    return f"{upload_dir(name, upload_id)}/data"
+
+
+def upload_started_at(name: str, upload_id: str) -> str:
+    return f"{upload_dir(name, upload_id)}/startedat"
+
+
+def referrers_dir(name: str, subject: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_referrers/{subject.algorithm}/{subject.hex}"
+
+
+def referrer_link(name: str, subject: Digest, referrer: Digest) -> str:
+    return f"{referrers_dir(name, subject)}/{referrer.algorithm}/{referrer.hex}/link"
+
+
+def is_repository_marker(entry: str) -> bool:
+    """A repository is a directory holding `_manifests` (as Distribution's catalog decides)."""
+    return entry == "_manifests"
+
+
+def is_internal(entry: str) -> bool:
+    """Entries of a repository directory that are not nested repositories."""
+    return entry.startswith("_")

@@ -1,0 +1,41 @@
+"""The `n`/`last` pagination shared by the tags list and the catalog."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Mapping
+
+from .errors import RegistryError
+
+MAX_PAGE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class Page:
+    n: int | None
+    last: str | None
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str], default_n: int | None = None) -> "Page":
+        raw_n = query.get("n")
+        n = default_n
+        if raw_n is not None and raw_n != "":
+            if not raw_n.isdigit():
+                raise RegistryError("PAGINATION_NUMBER_INVALID", f"n must be a non-negative integer, not {raw_n[:50]!r}")
+            n = int(raw_n)
+            if n > MAX_PAGE_SIZE:
+                raise RegistryError(
+                    "PAGINATION_NUMBER_INVALID", f"n must not exceed {MAX_PAGE_SIZE}", {"n": n, "max": MAX_PAGE_SIZE}
+                )
+        last = query.get("last") or None
+        return cls(n, last)
+
+    def apply(self, ordered: list[str]) -> tuple[list[str], str | None]:
+        """The page of ordered entries after `last`, and the `last` of the next page if any."""
+        start = bisect.bisect_right(ordered, self.last) if self.last is not None else 0
+        if self.n is None:
+            return ordered[start:], None
+        page = ordered[start:start + self.n]
+        more = start + self.n < len(ordered)
+        return page, (page[-1] if more and page else None)

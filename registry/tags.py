@@ -1,0 +1,23 @@
+"""Tag listing, in lexical order with `n`/`last` pagination."""
+
+from __future__ import annotations
+
+from storage_backends import PathNotFound, StorageBackend
+
+from . import layout
+from .manifests import ManifestStore
+from .pagination import Page
+
+
+class TagStore:
+    def __init__(self, backend: StorageBackend, manifests: ManifestStore) -> None:
+        self.backend = backend
+        self.manifests = manifests
+
+    async def list(self, name: str, page: Page) -> tuple[list[str], str | None]:
+        try:
+            tags = await self.backend.list(layout.tags_dir(name))
+        except PathNotFound:
+            await self.manifests.check_repository(name)
+            tags = []
+        return page.apply(tags)

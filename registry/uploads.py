@@ -1,0 +1,193 @@
+"""Upload sessions: streamed, chunked and resumable, with their state in the store.
+
+The data of an upload lives under the repository's `_uploads/<id>/`, so an
+upload survives a restart and can be continued by any process sharing the
+store. The running hash is kept in process memory only as a cache: when it is
+missing, or does not match what is stored, the stored bytes are hashed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import re
+import uuid
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from storage_backends import PathNotFound, StorageBackend
+
+from . import layout
+from .blobs import BlobStore
+from .errors import RegistryError
+from .links import delete_quietly
+from .references import Digest
+
+_UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: running hashes kept in memory; a forgotten one costs a re-hash, not correctness
+MAX_CACHED_HASHERS = 4096
+HASH_ALGORITHM = "sha256"
+
+
+@dataclass
+class _HashState:
+    hasher: "hashlib._Hash"
+    offset: int
+
+
+class UploadStore:
+    def __init__(self, backend: StorageBackend, blobs: BlobStore) -> None:
+        self.backend = backend
+        self.blobs = blobs
+        self._hashes: OrderedDict[tuple[str, str], _HashState] = OrderedDict()
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def start(self, name: str) -> str:
+        upload_id = str(uuid.uuid4())
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat().encode()
+        await self.backend.write_bytes(layout.upload_started_at(name, upload_id), started)
+        await self.backend.write_bytes(layout.upload_data(name, upload_id), b"")
+        self._remember((name, upload_id), _HashState(hashlib.new(HASH_ALGORITHM), 0))
+        return upload_id
+
+    async def size(self, name: str, upload_id: str) -> int:
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", "malformed upload id", {"upload": upload_id[:100]})
+        try:
+            return (await self.backend.stat(layout.upload_data(name, upload_id))).size
+        except PathNotFound:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} unknown to repository {name}") from None
+
+    async def append(
+        self,
+        name: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        start: int | None = None,
+        length: int | None = None,
+    ) -> int:
+        """Add one chunk; all of it or none of it. Returns the upload's new size.
+
+        `start` (from Content-Range) must equal the current size, else 416 with
+        the current range so the client can resume from there.
+        """
+        key = (name, upload_id)
+        async with self._lock(key):
+            size = await self.size(name, upload_id)
+            if start is not None and start != size:
+                raise RegistryError(
+                    "RANGE_INVALID",
+                    f"chunk starts at {start} but the upload has {size} bytes",
+                    headers=upload_headers(name, upload_id, size),
+                )
+            return await self._append_locked(key, size, body, length)
+
+    async def _append_locked(self, key: tuple[str, str], size: int, body: AsyncIterator[bytes], length: int | None) -> int:
+        state = await self._hash_state(key, size)
+        before = state.hasher.copy()
+        writer = await self.backend.writer(layout.upload_data(*key), append=True)
+        writer.on_write = state.hasher.update
+        try:
+            async for chunk in body:
+                await writer.write(chunk)
+            received = writer.size - size
+            if length is not None and received != length:
+                raise RegistryError("SIZE_INVALID", f"received {received} bytes, expected {length}")
+        except BaseException:
+            await writer.cancel()
+            state.hasher = before
+            self._remember(key, state)
+            raise
+        await writer.commit()
+        state.offset = writer.size
+        self._remember(key, state)
+        return writer.size
+
+    async def finish(
+        self,
+        name: str,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterator[bytes] | None,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> int:
+        """Add the last chunk (if any), verify the digest, then commit the blob atomically."""
+        key = (name, upload_id)
+        async with self._lock(key):
+            size = await self.size(name, upload_id)
+            if start is not None and start != size:
+                raise RegistryError(
+                    "RANGE_INVALID",
+                    f"chunk starts at {start} but the upload has {size} bytes",
+                    headers=upload_headers(name, upload_id, size),
+                )
+            if body is not None:
+                size = await self._append_locked(key, size, body, length)
+            if digest.algorithm == HASH_ALGORITHM:
+                computed = (await self._hash_state(key, size)).hasher.hexdigest()
+            else:
+                computed = (await self._rehash(key, digest.algorithm)).hexdigest()
+            if computed != digest.hex:
+                await self._discard(key)
+                raise RegistryError(
+                    "DIGEST_INVALID",
+                    f"upload content has digest {digest.algorithm}:{computed}, not {digest}",
+                    {"expected": str(digest), "computed": f"{digest.algorithm}:{computed}"},
+                )
+            await self.blobs.adopt(name, digest, layout.upload_data(name, upload_id))
+            await self._discard(key)
+            return size
+
+    async def cancel(self, name: str, upload_id: str) -> None:
+        key = (name, upload_id)
+        async with self._lock(key):
+            await self.size(name, upload_id)
+            await self._discard(key)
+
+    async def _discard(self, key: tuple[str, str]) -> None:
+        self._hashes.pop(key, None)
+        await delete_quietly(self.backend, layout.upload_dir(*key))
+
+    async def _hash_state(self, key: tuple[str, str], size: int) -> _HashState:
+        state = self._hashes.get(key)
+        if state is None or state.offset != size:
+            # Another process (or this one before a restart) wrote part of the upload.
+            state = _HashState(await self._rehash(key, HASH_ALGORITHM), size)
+            self._remember(key, state)
+        return state
+
+    async def _rehash(self, key: tuple[str, str], algorithm: str) -> "hashlib._Hash":
+        hasher = hashlib.new(algorithm)
+        loop = asyncio.get_running_loop()
+        async for chunk in self.backend.read(layout.upload_data(*key)):
+            await loop.run_in_executor(None, hasher.update, chunk)
+        return hasher
+
+    def _remember(self, key: tuple[str, str], state: _HashState) -> None:
+        self._hashes[key] = state
+        self._hashes.move_to_end(key)
+        while len(self._hashes) > MAX_CACHED_HASHERS:
+            self._hashes.popitem(last=False)
+
+
+def upload_location(name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"
+
+
+def upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
+    """Location, Range and Docker-Upload-UUID, as every upload response carries them."""
+    return {
+        "Location": upload_location(name, upload_id),
+        "Range": f"0-{max(size - 1, 0)}",
+        "Docker-Upload-UUID": upload_id,
+    }

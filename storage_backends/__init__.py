@@ -1,0 +1,16 @@
+"""Byte stores the registry keeps its content in."""
+
+from .base import FileInfo, InvalidPath, PathNotFound, StorageBackend, StorageError, Writer
+from .filesystem import FilesystemBackend
+from .memory import MemoryBackend
+
+__all__ = [
+    "FileInfo",
+    "FilesystemBackend",
+    "InvalidPath",
+    "MemoryBackend",
+    "PathNotFound",
+    "StorageBackend",
+    "StorageError",
+    "Writer",
+]

@@ -1,0 +1,130 @@
+"""The byte-store interface every storage backend implements.
+
+Kept deliberately small (read, streaming write, stat, list, move, delete) so
+that a new backend is cheap to add and one shared test suite can hold all of
+them to the same contract. Paths are '/'-separated keys relative to the
+backend's root; they never start with '/' and never contain '..'.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+
+class StorageError(Exception):
+    """A backend failure that is not the caller's fault."""
+
+
+class PathNotFound(StorageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"path not found: {path}")
+        self.path = path
+
+
+class InvalidPath(StorageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"invalid path: {path!r}")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    size: int
+    mtime: float
+    is_dir: bool
+
+
+def check_path(path: str) -> str:
+    """Reject keys that could escape the root; the domain layer validates too,
+    but the store must be safe on its own."""
+    if (
+        not path
+        or path.startswith("/")
+        or path.endswith("/")
+        or "\\" in path
+        or "\x00" in path
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
+        raise InvalidPath(path)
+    return path
+
+
+class Writer(abc.ABC):
+    """A streaming write to one path.
+
+    Nothing written is visible at the path until commit(), except for append
+    writers, whose path is an upload's private scratch file: there each write
+    is kept so that an interrupted upload can resume from what arrived.
+    """
+
+    #: total bytes at the path once committed (existing bytes included when appending)
+    size: int
+    #: called with each chunk where the write itself runs (a worker thread, say), so that
+    #: a caller hashing the stream pays no extra hop; hashlib releases the GIL there
+    on_write: Callable[[bytes], None] | None = None
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    async def cancel(self) -> None:
+        """Discard what this writer wrote; an append writer keeps the bytes it started with."""
+
+
+class StorageBackend(abc.ABC):
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes [offset, offset+length) of path; PathNotFound if absent."""
+
+    @abc.abstractmethod
+    async def read_bytes(self, path: str) -> bytes:
+        """The whole content of a small file (links, manifests)."""
+
+    @abc.abstractmethod
+    async def write_bytes(self, path: str, data: bytes) -> None:
+        """Atomically replace path's content."""
+
+    @abc.abstractmethod
+    async def writer(self, path: str, append: bool = False) -> Writer: ...
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> FileInfo:
+        """Size and mtime of a file, or is_dir for a directory; PathNotFound if absent."""
+
+    @abc.abstractmethod
+    async def list(self, path: str) -> list[str]:
+        """Names of the direct children of a directory, sorted; PathNotFound if absent."""
+
+    @abc.abstractmethod
+    async def move(self, src: str, dst: str) -> None:
+        """Atomically put src's content at dst, replacing dst."""
+
+    @abc.abstractmethod
+    async def delete(self, path: str) -> None:
+        """Remove a file or a whole directory tree; PathNotFound if absent."""
+
+    async def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        """A URL a client may fetch the content from directly, if the backend has one."""
+        return None
+
+    def local_file(self, path: str) -> str | None:
+        """An OS path to the file, for backends that can serve it with sendfile."""
+        return None
+
+    async def exists(self, path: str) -> bool:
+        try:
+            await self.stat(path)
+        except PathNotFound:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Release connections and threads."""

@@ -1,0 +1,163 @@
+"""Local filesystem backend, laid out as Distribution's filesystem driver.
+
+Small metadata operations (links of a few dozen bytes, directory listings,
+stat) run inline on the event loop: they hit the page cache and cost far less
+than a hop to a worker thread. Bulk data moves through a thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import stat
+import uuid
+from typing import AsyncIterator
+
+from .base import FileInfo, PathNotFound, StorageBackend, Writer, check_path
+
+READ_CHUNK = 1 << 20
+
+
+class FilesystemBackend(StorageBackend):
+    name = "filesystem"
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        os.makedirs(self.root, exist_ok=True)
+
+    def _full(self, path: str) -> str:
+        return os.path.join(self.root, check_path(path))
+
+    def local_file(self, path: str) -> str | None:
+        return self._full(path)
+
+    async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        full = self._full(path)
+        try:
+            f = open(full, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFound(path) from None
+        loop = asyncio.get_running_loop()
+        try:
+            f.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                chunk = await loop.run_in_executor(None, f.read, want)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            f.close()
+
+    async def read_bytes(self, path: str) -> bytes:
+        try:
+            with open(self._full(path), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFound(path) from None
+
+    async def write_bytes(self, path: str, data: bytes) -> None:
+        full = self._full(path)
+        tmp = _temp_name(full)
+        try:
+            _write_file(tmp, data)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            _write_file(tmp, data)
+        os.replace(tmp, full)
+
+    async def writer(self, path: str, append: bool = False) -> Writer:
+        full = self._full(path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        return _FileWriter(full, append)
+
+    async def stat(self, path: str) -> FileInfo:
+        try:
+            st = os.stat(self._full(path))
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+        is_dir = stat.S_ISDIR(st.st_mode)
+        return FileInfo(path, 0 if is_dir else st.st_size, st.st_mtime, is_dir)
+
+    async def list(self, path: str) -> list[str]:
+        full = self.root if path == "" else self._full(path)
+        try:
+            return sorted(e.name for e in os.scandir(full) if not e.name.startswith(".tmp-"))
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+
+    async def move(self, src: str, dst: str) -> None:
+        full_src, full_dst = self._full(src), self._full(dst)
+        if not os.path.exists(full_src):
+            raise PathNotFound(src)
+        os.makedirs(os.path.dirname(full_dst), exist_ok=True)
+        os.replace(full_src, full_dst)
+
+    async def delete(self, path: str) -> None:
+        full = self._full(path)
+        if os.path.isdir(full):
+            # Rename first so that readers never see a half-deleted tree.
+            doomed = _temp_name(full)
+            os.replace(full, doomed)
+            await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, doomed, True)
+            return
+        try:
+            os.unlink(full)
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+
+
+def _temp_name(full: str) -> str:
+    return os.path.join(os.path.dirname(full), f".tmp-{uuid.uuid4().hex}")
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+class _FileWriter(Writer):
+    """Writes straight to the file when appending, else to a temp file renamed on commit."""
+
+    def __init__(self, full: str, append: bool) -> None:
+        self._full = full
+        self._append = append
+        self._target = full if append else _temp_name(full)
+        self._file = open(self._target, "ab" if append else "wb")
+        self._start = self._file.tell()
+        self.size = self._start
+        self._closed = False
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._write, data)
+        self.size += len(data)
+
+    def _write(self, data: bytes) -> None:
+        if self.on_write is not None:
+            self.on_write(data)
+        self._file.write(data)
+
+    async def commit(self) -> None:
+        self._close()
+        if not self._append:
+            os.replace(self._target, self._full)
+
+    async def cancel(self) -> None:
+        self._close()
+        if self._append:
+            os.truncate(self._target, self._start)
+        else:
+            try:
+                os.unlink(self._target)
+            except FileNotFoundError:
+                pass
+        self.size = self._start
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._file.close()
