@@ -26,6 +26,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "PAGINATION_NUMBER_INVALID": (400, "invalid number of results requested"),
     "RANGE_INVALID": (416, "invalid content range"),
     "MANIFEST_TOO_LARGE": (413, "manifest exceeds the size limit"),
+    "TOO_MANY_TAGS": (414, "too many tag parameters"),
     "UNAUTHORIZED": (401, "authentication required"),
     "DENIED": (403, "requested access to the resource is denied"),
     "UNSUPPORTED": (405, "the operation is unsupported"),
@@ -36,7 +37,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
 }
 
 #: names whose code on the wire is another, spec-defined one
-WIRE_CODES = {"MANIFEST_TOO_LARGE": "MANIFEST_INVALID"}
+WIRE_CODES = {"MANIFEST_TOO_LARGE": "MANIFEST_INVALID", "TOO_MANY_TAGS": "TAG_INVALID"}
 
 
 class RegistryError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from storage_backends import PathNotFound, StorageBackend
 
@@ -122,7 +122,10 @@ class ManifestStore:
         self._cache: OrderedDict[Digest, Manifest] = OrderedDict()
         self._cache_bytes = 0
 
-    async def put(self, name: str, reference: str, body: bytes, content_type: str | None) -> Manifest:
+    async def put(
+        self, name: str, reference: str, body: bytes, content_type: str | None, extra_tags: Sequence[str] = ()
+    ) -> Manifest:
+        """Store a manifest by tag or digest; by digest it may also get `extra_tags` (the `?tag=` parameters)."""
         if len(body) > MAX_MANIFEST_SIZE:
             raise RegistryError(
                 "MANIFEST_TOO_LARGE", f"manifest is {len(body)} bytes, the limit is {MAX_MANIFEST_SIZE}"
@@ -136,9 +139,9 @@ class ManifestStore:
                     f"manifest digest {digest} does not match reference {expected}",
                     {"expected": str(expected), "computed": str(digest)},
                 )
-            tag = None
+            tags = [check_tag(t) for t in extra_tags]
         else:
-            tag = check_tag(reference)
+            tags = [check_tag(reference)]
             digest = Digest.of(body)
         manifest = parse_manifest(body, content_type, digest)
         await self._check_references(name, manifest)
@@ -150,7 +153,7 @@ class ManifestStore:
         subject = manifest.subject
         if subject is not None:
             await write_link(self.backend, layout.referrer_link(name, subject, digest), digest)
-        if tag is not None:
+        for tag in tags:
             await write_link(self.backend, layout.tag_index_link(name, tag, digest), digest)
             await write_link(self.backend, layout.tag_current_link(name, tag), digest)
         self._remember(manifest)

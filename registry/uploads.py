@@ -51,12 +51,13 @@ class UploadStore:
             lock = self._locks[key] = asyncio.Lock()
         return lock
 
-    async def start(self, name: str) -> str:
+    async def start(self, name: str, algorithm: str = HASH_ALGORITHM) -> str:
+        """A new upload; `algorithm` is the digest the client will finish it with (a guess, not a promise)."""
         upload_id = str(uuid.uuid4())
         started = datetime.datetime.now(datetime.timezone.utc).isoformat().encode()
         await self.backend.write_bytes(layout.upload_started_at(name, upload_id), started)
         await self.backend.write_bytes(layout.upload_data(name, upload_id), b"")
-        self._remember((name, upload_id), _HashState(hashlib.new(HASH_ALGORITHM), 0))
+        self._remember((name, upload_id), _HashState(hashlib.new(algorithm), 0))
         return upload_id
 
     async def size(self, name: str, upload_id: str) -> int:
@@ -133,10 +134,10 @@ class UploadStore:
                 )
             if body is not None:
                 size = await self._append_locked(key, size, body, length)
-            if digest.algorithm == HASH_ALGORITHM:
-                computed = (await self._hash_state(key, size)).hasher.hexdigest()
-            else:
-                computed = (await self._rehash(key, digest.algorithm)).hexdigest()
+            hasher = (await self._hash_state(key, size)).hasher
+            if hasher.name != digest.algorithm:
+                hasher = await self._rehash(key, digest.algorithm)
+            computed = hasher.hexdigest()
             if computed != digest.hex:
                 await self._discard(key)
                 raise RegistryError(
@@ -162,7 +163,8 @@ class UploadStore:
         state = self._hashes.get(key)
         if state is None or state.offset != size:
             # Another process (or this one before a restart) wrote part of the upload.
-            state = _HashState(await self._rehash(key, HASH_ALGORITHM), size)
+            algorithm = state.hasher.name if state else HASH_ALGORITHM
+            state = _HashState(await self._rehash(key, algorithm), size)
             self._remember(key, state)
         return state
 

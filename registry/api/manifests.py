@@ -6,6 +6,10 @@ from aiohttp import web
 
 from ..errors import RegistryError
 from ..manifests import MAX_MANIFEST_SIZE
+from ..references import is_digest
+
+#: tags one manifest PUT may set with `?tag=` (the spec asks for at least 10)
+MAX_TAG_PARAMS = 100
 from .common import registry_of
 
 
@@ -27,12 +31,17 @@ async def _read_limited(request: web.Request) -> bytes:
 async def put_manifest(request: web.Request, name: str, reference: str) -> web.Response:
     registry = registry_of(request)
     registry.check_writable()
+    tags = request.query.getall("tag", []) if is_digest(reference) else []
+    if len(tags) > MAX_TAG_PARAMS:
+        raise RegistryError("TOO_MANY_TAGS", f"at most {MAX_TAG_PARAMS} tag parameters per request")
     body = await _read_limited(request)
-    manifest = await registry.manifests.put(name, reference, body, request.headers.get("Content-Type"))
+    manifest = await registry.manifests.put(name, reference, body, request.headers.get("Content-Type"), tags)
     headers = {
         "Location": f"/v2/{name}/manifests/{manifest.digest}",
         "Docker-Content-Digest": str(manifest.digest),
     }
+    if tags:
+        headers["OCI-Tag"] = ", ".join(tags)
     if manifest.subject is not None:
         headers["OCI-Subject"] = str(manifest.subject)
     return web.Response(status=201, headers=headers)

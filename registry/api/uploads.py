@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..errors import RegistryError
-from ..references import Digest, check_name
+from ..references import ALGORITHMS, Digest, check_name
 from ..uploads import upload_headers
 from .common import body_chunks, content_range, has_body, registry_of
 
@@ -33,7 +33,10 @@ async def start_upload(request: web.Request, name: str) -> web.Response:
         source = request.query.get("from")
         if await registry.blobs.mount(name, digest, check_name(source) if source else None):
             return _created(name, digest)
-    upload_id = await registry.uploads.start(name)
+    algorithm = request.query.get("digest-algorithm", "sha256")
+    if algorithm not in ALGORITHMS:
+        raise RegistryError("DIGEST_INVALID", f"unsupported digest algorithm {algorithm[:50]!r}")
+    upload_id = await registry.uploads.start(name, algorithm)
     if "digest" in request.query:  # monolithic upload: the whole blob in this request
         digest = _digest_param(request)
         await registry.uploads.finish(name, upload_id, digest, body_chunks(request), length=request.content_length)
