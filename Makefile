@@ -1,0 +1,36 @@
+# `make run` serves the registry on 127.0.0.1:5000 with storage in ./data;
+# `make test` runs the whole suite; `make bench` compares against Distribution.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Debian packages the tests and benchmarks drive: a real client, the reference registry, a load generator
+SYSTEM_PACKAGES := skopeo docker-registry wrk
+SYSTEM_COMMANDS := skopeo docker-registry wrk
+
+.PHONY: run test bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing $(SYSTEM_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
+
+run: $(STAMP)
+	$(BIN)/registry serve --addr 127.0.0.1:5000 --root ./data
+
+test: $(STAMP) system-deps
+	$(BIN)/pytest
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

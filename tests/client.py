@@ -1,0 +1,85 @@
+"""A small OCI client over `requests`, for the API tests: raw responses, nothing hidden."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import requests
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def unique_repo(prefix: str = "test") -> str:
+    return f"{prefix}/{uuid.uuid4().hex[:12]}"
+
+
+def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": digest_of(data), "size": len(data), **extra}
+
+
+class RegistryClient:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        target = path if path.startswith("http") else f"{self.url}{path}"
+        kwargs.setdefault("allow_redirects", False)
+        kwargs.setdefault("timeout", 120)
+        return self.session.request(method, target, **kwargs)
+
+    def push_blob(self, repo: str, data: bytes) -> str:
+        digest = digest_of(data)
+        r = self.request("POST", f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, data=data)
+        assert r.status_code == 201, r.text
+        return digest
+
+    def start_upload(self, repo: str) -> str:
+        r = self.request("POST", f"/v2/{repo}/blobs/uploads/")
+        assert r.status_code == 202, r.text
+        return r.headers["Location"]
+
+    def push_manifest(self, repo: str, reference: str, manifest: dict[str, Any] | bytes,
+                      media_type: str = OCI_MANIFEST) -> requests.Response:
+        body = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
+        return self.request("PUT", f"/v2/{repo}/manifests/{reference}", data=body,
+                            headers={"Content-Type": media_type})
+
+    def push_image(self, repo: str, tag: str, layers: list[bytes] | None = None,
+                   media_type: str = OCI_MANIFEST, **fields: Any) -> tuple[str, bytes]:
+        """Push config, layers and a manifest; returns the manifest's digest and bytes."""
+        config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": uuid.uuid4().hex}).encode()
+        layers = layers if layers is not None else [uuid.uuid4().bytes * 100]
+        docker = media_type == DOCKER_MANIFEST
+        self.push_blob(repo, config)
+        for layer in layers:
+            self.push_blob(repo, layer)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": descriptor(DOCKER_CONFIG if docker else OCI_CONFIG, config),
+            "layers": [descriptor(DOCKER_LAYER if docker else OCI_LAYER, layer) for layer in layers],
+            **fields,
+        }
+        body = json.dumps(manifest).encode()
+        r = self.push_manifest(repo, tag, body, media_type)
+        assert r.status_code == 201, r.text
+        return digest_of(body), body
+
+
+def error_codes(response: requests.Response) -> list[str]:
+    return [e["code"] for e in response.json()["errors"]]

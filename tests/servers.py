@@ -1,0 +1,139 @@
+"""Real server processes for tests and benchmarks: this registry and Distribution's, on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+REFERENCE_BINARY = "/usr/bin/docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A registry process listening on a random loopback port, stopped by its PID."""
+
+    def __init__(self, root: Path, log_path: Path) -> None:
+        self.root = root
+        self.log_path = log_path
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def start(self, timeout: float = 20) -> "ServerProcess":
+        if not self.port:
+            self.port = free_port()
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env())
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.command()} exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.command()} did not answer in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RegistryServer(ServerProcess):
+    """This project's registry, run as `python -m registry serve`."""
+
+    def __init__(self, root: Path, log_path: Path, config: dict | None = None, args: list[str] | None = None) -> None:
+        super().__init__(root, log_path)
+        self.config = config
+        self.args = args or []
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "registry", "serve", "--addr", self.host, "--root", str(self.root)]
+        if self.config is not None:
+            config_path = self.log_path.with_suffix(".yml")
+            config_path.write_text(yaml.safe_dump(self.config))
+            cmd += ["--config", str(config_path)]
+        return cmd + self.args
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        repo_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
+        return env
+
+
+class ReferenceRegistry(ServerProcess):
+    """CNCF Distribution, from Debian's docker-registry package, on the filesystem driver."""
+
+    def command(self) -> list[str]:
+        config = {
+            "version": 0.1,
+            "log": {"level": "error", "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(self.root)}, "delete": {"enabled": True}},
+            "http": {"addr": self.host},
+        }
+        config_path = self.log_path.with_suffix(".yml")
+        config_path.write_text(yaml.safe_dump(config))
+        return [reference_binary(), "serve", str(config_path)]
+
+
+def reference_binary() -> str:
+    path = shutil.which("docker-registry") or REFERENCE_BINARY
+    if not os.path.exists(path):
+        raise RuntimeError("Debian's docker-registry is not installed: run `make test`, which installs it")
+    return path
+
+
+def temp_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
