@@ -48,7 +48,7 @@ class MemoryBackend(StorageBackend):
         if path in self._files:
             data, mtime = self._files[path]
             return FileInfo(path, len(data), mtime, False)
-        if path == "" or self._children(check_path(path)):
+        if self._children(check_path(path)):
             return FileInfo(path, 0, time.time(), True)
         raise PathNotFound(path)
 
@@ -56,14 +56,15 @@ class MemoryBackend(StorageBackend):
         if path != "":
             check_path(path)
         names = self._children(path)
-        if not names:
+        if not names and path != "":
             raise PathNotFound(path)
         return sorted(names)
 
     async def move(self, src: str, dst: str) -> None:
         data = self._get(src)
         self._put(check_path(dst), data)
-        del self._files[src]
+        if dst != src:
+            del self._files[src]
 
     async def delete(self, path: str) -> None:
         check_path(path)
