@@ -57,7 +57,7 @@ def parse_manifest(body: bytes, content_type: str | None, digest: Digest) -> Man
     """Check a pushed manifest's form: JSON, schema version, media type, descriptors."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise RegistryError("MANIFEST_INVALID", f"manifest is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise RegistryError("MANIFEST_INVALID", "manifest must be a JSON object")
@@ -257,7 +257,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
     """A stored manifest was validated on push, but may come from another registry's data."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     return document if isinstance(document, dict) else {}
 

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from storage_backends import PathNotFound, StorageBackend
+from storage_backends import PathNotFound, StorageBackend, Writer
 
 from . import layout
 from .blobs import BlobStore
@@ -76,21 +76,23 @@ class UploadStore:
         start: int | None = None,
         length: int | None = None,
     ) -> int:
-        """Add one chunk; all of it or none of it. Returns the upload's new size.
-
-        `start` (from Content-Range) must equal the current size, else 416 with
-        the current range so the client can resume from there.
-        """
+        """Add one chunk; all of it or none of it. Returns the upload's new size."""
         key = (name, upload_id)
         async with self._lock(key):
-            size = await self.size(name, upload_id)
-            if start is not None and start != size:
-                raise RegistryError(
-                    "RANGE_INVALID",
-                    f"chunk starts at {start} but the upload has {size} bytes",
-                    headers=upload_headers(name, upload_id, size),
-                )
+            size = await self._size_at(key, start)
             return await self._append_locked(key, size, body, length)
+
+    async def _size_at(self, key: tuple[str, str], start: int | None) -> int:
+        """The upload's size, which a chunk's `start` (from Content-Range) must equal:
+        else 416 with the current range, so the client can resume from there."""
+        size = await self.size(*key)
+        if start is not None and start != size:
+            raise RegistryError(
+                "RANGE_INVALID",
+                f"chunk starts at {start} but the upload has {size} bytes",
+                headers=upload_headers(*key, size),
+            )
+        return size
 
     async def _append_locked(self, key: tuple[str, str], size: int, body: AsyncIterator[bytes], length: int | None) -> int:
         state = await self._hash_state(key, size)
@@ -98,8 +100,7 @@ class UploadStore:
         writer = await self.backend.writer(layout.upload_data(*key), append=True)
         writer.on_write = state.hasher.update
         try:
-            async for chunk in body:
-                await writer.write(chunk)
+            await _pipelined_copy(body, writer)
             received = writer.size - size
             if length is not None and received != length:
                 raise RegistryError("SIZE_INVALID", f"received {received} bytes, expected {length}")
@@ -125,13 +126,7 @@ class UploadStore:
         """Add the last chunk (if any), verify the digest, then commit the blob atomically."""
         key = (name, upload_id)
         async with self._lock(key):
-            size = await self.size(name, upload_id)
-            if start is not None and start != size:
-                raise RegistryError(
-                    "RANGE_INVALID",
-                    f"chunk starts at {start} but the upload has {size} bytes",
-                    headers=upload_headers(name, upload_id, size),
-                )
+            size = await self._size_at(key, start)
             if body is not None:
                 size = await self._append_locked(key, size, body, length)
             hasher = (await self._hash_state(key, size)).hasher
@@ -180,6 +175,20 @@ class UploadStore:
         self._hashes.move_to_end(key)
         while len(self._hashes) > MAX_CACHED_HASHERS:
             self._hashes.popitem(last=False)
+
+
+async def _pipelined_copy(body: AsyncIterator[bytes], writer: Writer) -> None:
+    """Receive the next piece while the previous one is hashed and written (one write in flight)."""
+    in_flight: asyncio.Future[None] | None = None
+    try:
+        async for chunk in body:
+            if in_flight is not None:
+                await in_flight
+            in_flight = asyncio.ensure_future(writer.write(chunk))
+    finally:
+        if in_flight is not None:
+            # Never leave a write running behind a cancel; its own error wins if the body's did not.
+            await asyncio.shield(in_flight)
 
 
 def upload_location(name: str, upload_id: str) -> str:

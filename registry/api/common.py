@@ -39,11 +39,12 @@ def has_body(request: web.Request) -> bool:
     return request.body_exists and (request.content_length is None or request.content_length > 0)
 
 
-def content_range(request: web.Request) -> tuple[int, int] | None:
-    """(start, length) of a chunk from Content-Range, checked against Content-Length."""
+def chunk_bounds(request: web.Request) -> tuple[int | None, int | None]:
+    """(start, length) of a chunk: from Content-Range, checked against Content-Length,
+    or (None, Content-Length) for a streamed body that just continues the upload."""
     raw = request.headers.get("Content-Range")
     if raw is None:
-        return None
+        return None, request.content_length
     match = _CONTENT_RANGE.fullmatch(raw.strip())
     if not match:
         raise RegistryError("RANGE_INVALID", f"malformed Content-Range {raw[:100]!r}; expected <start>-<end>")

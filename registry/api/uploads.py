@@ -9,7 +9,7 @@ from aiohttp import web
 from ..errors import RegistryError
 from ..references import ALGORITHMS, Digest, check_name
 from ..uploads import upload_headers
-from .common import body_chunks, content_range, has_body, registry_of
+from .common import body_chunks, chunk_bounds, has_body, registry_of
 
 
 def _created(name: str, digest: Digest) -> web.Response:
@@ -60,8 +60,7 @@ async def upload_status(request: web.Request, name: str, upload_id: str) -> web.
 async def upload_chunk(request: web.Request, name: str, upload_id: str) -> web.Response:
     registry = registry_of(request)
     registry.check_writable()
-    chunk = content_range(request)
-    start, length = chunk if chunk else (None, request.content_length)
+    start, length = chunk_bounds(request)
     size = await registry.uploads.append(name, upload_id, body_chunks(request), start, length)
     return web.Response(status=202, headers=upload_headers(name, upload_id, size))
 
@@ -70,8 +69,7 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
     registry = registry_of(request)
     registry.check_writable()
     digest = _digest_param(request)
-    chunk = content_range(request)
-    start, length = chunk if chunk else (None, request.content_length)
+    start, length = chunk_bounds(request)
     body = body_chunks(request) if has_body(request) else None
     await registry.uploads.finish(name, upload_id, digest, body, start, length)
     return _created(name, digest)
