@@ -517,3 +517,14 @@ def test_deletes_disabled(make_registry: Callable[..., RegistryServer]) -> None:
     for ref in (digest, "v1"):
         assert_error(client.request("DELETE", f"/v2/{repo}/manifests/{ref}"), 405, "UNSUPPORTED")
     assert client.request("GET", f"/v2/{repo}/manifests/v1").content == body
+
+
+def test_if_none_match_star_or_a_list_gets_304(client: RegistryClient) -> None:
+    repo = unique_repo()
+    digest, _ = client.push_image(repo, "v1")
+    for header in ("*", f'"sha256:{"0" * 64}", "{digest}"', f'W/"{digest}"'):
+        r = client.request("GET", f"/v2/{repo}/manifests/v1", headers={"If-None-Match": header})
+        assert r.status_code == 304, header
+        assert r.content == b""
+    r = client.request("GET", f"/v2/{repo}/manifests/v1", headers={"If-None-Match": f'"sha256:{"0" * 64}"'})
+    assert r.status_code == 200

@@ -9,7 +9,7 @@ from aiohttp import web
 from .. import layout
 from ..errors import RegistryError
 from ..references import Digest
-from .common import registry_of
+from .common import not_modified, registry_of
 from .sendfile import SendfileResponse
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -54,8 +54,9 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         "Accept-Ranges": "bytes",
         "Cache-Control": "max-age=31536000",
     }
-    if etag in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers=headers)
+    unchanged = not_modified(request, etag, headers)
+    if unchanged is not None:
+        return unchanged
     path = layout.blob_data(parsed)
     if request.method == "GET":
         url = await registry.backend.redirect_url(path)

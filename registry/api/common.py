@@ -68,3 +68,14 @@ def next_link(path: str, n: int | None, last: str | None) -> dict[str, str]:
     if last is None or n is None:
         return {}
     return {"Link": f'<{path}?n={n}&last={last}>; rel="next"'}
+
+
+def not_modified(request: web.Request, etag: str, headers: dict[str, str]) -> web.Response | None:
+    """304 when If-None-Match names this ETag (or `*`); content by digest never changes."""
+    raw = request.headers.get("If-None-Match")
+    if raw is None:
+        return None
+    candidates = {value.strip().removeprefix("W/") for value in raw.split(",")}
+    if "*" in candidates or etag in candidates:
+        return web.Response(status=304, headers=headers)
+    return None

@@ -10,7 +10,7 @@ from ..references import is_digest
 
 #: tags one manifest PUT may set with `?tag=` (the spec asks for at least 10)
 MAX_TAG_PARAMS = 100
-from .common import registry_of
+from .common import not_modified, registry_of
 
 
 async def _read_limited(request: web.Request) -> bytes:
@@ -52,8 +52,9 @@ async def get_manifest(request: web.Request, name: str, reference: str) -> web.R
     manifest = await registry_of(request).manifests.get(name, reference)
     etag = f'"{manifest.digest}"'
     headers = {"Docker-Content-Digest": str(manifest.digest), "ETag": etag}
-    if etag in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers=headers)
+    unchanged = not_modified(request, etag, headers)
+    if unchanged is not None:
+        return unchanged
     return web.Response(body=manifest.body, headers={**headers, "Content-Type": manifest.media_type})
 
 
