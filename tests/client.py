@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -85,3 +86,22 @@ class RegistryClient:
 
 def error_codes(response: requests.Response) -> list[str]:
     return [e["code"] for e in response.json()["errors"]]
+
+
+def assert_error(response: requests.Response, status: int, code: str) -> None:
+    """The spec's JSON error envelope with the expected code, on every failure (HEAD has no body)."""
+    assert response.status_code == status, response.text
+    assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert response.headers["Content-Type"].startswith("application/json")
+    if response.request.method == "HEAD":
+        assert response.content == b""
+        return
+    errors = response.json()["errors"]
+    assert errors and all(isinstance(e["message"], str) and e["message"] for e in errors)
+    assert code in [e["code"] for e in errors]
+
+
+def blob_file(root: Path, digest: str) -> Path:
+    """Where the filesystem layout keeps a blob's data."""
+    algorithm, hex_ = digest.split(":")
+    return root / "docker/registry/v2/blobs" / algorithm / hex_[:2] / hex_ / "data"

@@ -8,29 +8,11 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import requests
 
-from .client import RegistryClient, digest_of, unique_repo
+from .client import RegistryClient, assert_error, blob_file, digest_of, unique_repo
 from .servers import RegistryServer
 
 BLOB_SIZE = 1000
-
-
-def assert_error(response: requests.Response, status: int, code: str) -> None:
-    """The spec's JSON error envelope, with exactly the expected code (HEAD has no body)."""
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    if response.request.method == "HEAD":
-        assert response.content == b""
-        return
-    errors = response.json()["errors"]
-    assert [e["code"] for e in errors] == [code]
-    assert all(isinstance(e["message"], str) and e["message"] for e in errors)
-
-
-def blob_file(root: Path, digest: str) -> Path:
-    algorithm, hex_ = digest.split(":")
-    return root / "docker/registry/v2/blobs" / algorithm / hex_[:2] / hex_ / "data"
 
 
 def layer_link(root: Path, repo: str, digest: str) -> Path:

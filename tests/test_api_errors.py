@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from .client import OCI_CONFIG, OCI_MANIFEST, RegistryClient, descriptor, digest_of, unique_repo
+from .client import OCI_CONFIG, OCI_MANIFEST, RegistryClient, assert_error, descriptor, digest_of, unique_repo
 from .servers import RegistryServer
 
 DIGEST = digest_of(b"anything")
@@ -53,13 +53,6 @@ def check_envelope(status: int, headers: dict[str, str], body: bytes, method: st
     for error in errors:
         assert isinstance(error["code"], str) and isinstance(error["message"], str)
     return [e["code"] for e in errors]
-
-
-def assert_error(r: requests.Response, status: int, code: str) -> None:
-    assert r.status_code == status, r.text
-    codes = check_envelope(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content,
-                           r.request.method or "GET")
-    assert code in codes
 
 
 def minimal_manifest_bytes() -> bytes:

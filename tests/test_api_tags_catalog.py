@@ -10,18 +10,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from .client import OCI_CONFIG, OCI_MANIFEST, RegistryClient, descriptor, digest_of, error_codes, unique_repo
+from .client import OCI_CONFIG, OCI_MANIFEST, RegistryClient, assert_error, descriptor, digest_of, unique_repo
 from .servers import RegistryServer
 
 #: deliberately not in push order, with upper case, digits, dots, dashes and underscores
 TAGS = ["v1.10", "latest", "B", "v1.2", "0", "_x", "a", "v1.0", "a-b", "A", "a.b", "a_b", "z" * 128, "9z"]
 LINK = re.compile(r'<(?P<url>[^>]+)>;\s*rel="next"')
-
-
-def assert_error(r: requests.Response, status: int, code: str) -> None:
-    assert r.status_code == status, r.text
-    assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
-    assert code in error_codes(r)
 
 
 def next_url(r: requests.Response) -> str | None:

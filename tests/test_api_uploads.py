@@ -17,25 +17,11 @@ from typing import Iterator
 import pytest
 import requests
 
-from .client import RegistryClient, digest_of, unique_repo
+from .client import RegistryClient, assert_error, blob_file, digest_of, unique_repo
 from .servers import RegistryServer
 
 REPOSITORIES = "docker/registry/v2/repositories"
 UUID_SHAPE = "01234567-89ab-cdef-0123-456789abcdef"
-
-
-def assert_error(response: requests.Response, status: int, code: str) -> None:
-    """The spec's JSON error envelope, with exactly the expected code."""
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    errors = response.json()["errors"]
-    assert [e["code"] for e in errors] == [code]
-    assert all(isinstance(e["message"], str) and e["message"] for e in errors)
-
-
-def blob_file(root: Path, digest: str) -> Path:
-    algorithm, hex_ = digest.split(":")
-    return root / "docker/registry/v2/blobs" / algorithm / hex_[:2] / hex_ / "data"
 
 
 def stored_copies(root: Path, digest: str) -> list[Path]:
