@@ -76,7 +76,8 @@ class UploadStore:
         start: int | None = None,
         length: int | None = None,
     ) -> int:
-        """Add one chunk; all of it or none of it. Returns the upload's new size."""
+        """Add one chunk and return the upload's new size. A request that fails leaves the
+        upload as it was; a crash may keep part of the chunk, which the upload's Range then shows."""
         key = (name, upload_id)
         async with self._lock(key):
             size = await self._size_at(key, start)

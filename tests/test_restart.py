@@ -1,0 +1,185 @@
+"""Uploads survive a crash: a registry killed with SIGKILL resumes them after a restart on the same root."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import requests
+
+from .client import RegistryClient, digest_of, unique_repo
+from .servers import RegistryServer
+
+CHUNK = 256 * 1024
+MiB = 1 << 20
+
+
+def patch_chunk(client: RegistryClient, location: str, data: bytes, start: int) -> requests.Response:
+    return client.request("PATCH", location, data=data, headers={
+        "Content-Type": "application/octet-stream",
+        "Content-Range": f"{start}-{start + len(data) - 1}",
+    })
+
+
+def upload_data_file(server: RegistryServer, repo: str, location: str) -> Path:
+    """Where the registry keeps an upload's bytes (Distribution's layout)."""
+    upload_id = location.rstrip("/").rsplit("/", 1)[1].split("?")[0]
+    return server.root / "docker/registry/v2/repositories" / repo / "_uploads" / upload_id / "data"
+
+
+def stored_blob_files(server: RegistryServer) -> list[Path]:
+    return sorted((server.root / "docker/registry/v2/blobs").rglob("*"))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the registry"
+        time.sleep(0.01)
+
+
+def kill_mid_body(server: RegistryServer, data_file: Path, committed: int, sent_first: int,
+                  data: bytes) -> Iterator[bytes]:
+    """A request body that kills the server once part of it has reached the disk, then keeps sending."""
+    for offset in range(0, sent_first, MiB):
+        yield data[offset:offset + MiB]
+    wait_until(lambda: data_file.exists() and data_file.stat().st_size > committed)
+    server.kill()
+    for offset in range(sent_first, len(data), MiB):
+        yield data[offset:offset + MiB]
+
+
+def test_upload_resumes_after_sigkill_between_chunks(make_registry: Callable[..., RegistryServer]) -> None:
+    server = make_registry()
+    client = RegistryClient(server.url)
+    repo = unique_repo("restart")
+    data = random.randbytes(7 * CHUNK + 1234)
+    location = client.start_upload(repo)
+    upload_id = location.rsplit("/", 1)[1]
+    stored = 0
+    for _ in range(3):
+        r = patch_chunk(client, location, data[stored:stored + CHUNK], stored)
+        assert r.status_code == 202, r.text
+        stored += CHUNK
+        assert r.headers["Range"] == f"0-{stored - 1}"
+    port = server.port
+
+    server.kill()
+    with pytest.raises(requests.ConnectionError):
+        client.request("GET", location, timeout=5)
+    server.start()
+    assert server.port == port
+
+    client = RegistryClient(server.url)  # no connections to the dead process
+    r = client.request("GET", location)
+    assert r.status_code == 204
+    assert r.headers["Range"] == f"0-{stored - 1}"
+    assert r.headers["Docker-Upload-UUID"] == upload_id
+    assert r.headers["Location"].endswith(f"/v2/{repo}/blobs/uploads/{upload_id}")
+    # A chunk from the wrong offset is refused with where to resume.
+    wrong = patch_chunk(client, location, data[:CHUNK], 0)
+    assert wrong.status_code == 416
+    assert wrong.headers["Range"] == f"0-{stored - 1}"
+
+    while len(data) - stored > CHUNK:
+        r = patch_chunk(client, location, data[stored:stored + CHUNK], stored)
+        assert r.status_code == 202, r.text
+        stored += CHUNK
+    digest = digest_of(data)
+    r = client.request("PUT", location, params={"digest": digest}, data=data[stored:], headers={
+        "Content-Type": "application/octet-stream", "Content-Range": f"{stored}-{len(data) - 1}"})
+    assert r.status_code == 201, r.text
+    assert r.headers["Docker-Content-Digest"] == digest
+
+    blob = client.request("GET", f"/v2/{repo}/blobs/{digest}")
+    assert blob.status_code == 200
+    assert blob.content == data
+    assert client.request("GET", location).status_code == 404
+
+
+def test_upload_resumes_after_sigkill_inside_a_chunk(make_registry: Callable[..., RegistryServer]) -> None:
+    server = make_registry()
+    client = RegistryClient(server.url)
+    repo = unique_repo("restart")
+    data = random.randbytes(12 * MiB + 99)
+    location = client.start_upload(repo)
+    committed = MiB
+    assert patch_chunk(client, location, data[:committed], 0).status_code == 202
+
+    # The second chunk streams (no Content-Length); the server dies once part of it is on disk.
+    body = kill_mid_body(server, upload_data_file(server, repo, location), committed, 3 * MiB, data[committed:])
+    with pytest.raises(requests.ConnectionError):
+        client.request("PATCH", location, data=body, headers={"Content-Type": "application/octet-stream"})
+    on_disk = upload_data_file(server, repo, location).stat().st_size
+    assert committed < on_disk < len(data)
+    server.start()
+
+    client = RegistryClient(server.url)
+    r = client.request("GET", location)
+    assert r.status_code == 204
+    assert r.headers["Range"] == f"0-{on_disk - 1}"
+    assert client.request("HEAD", f"/v2/{repo}/blobs/{digest_of(data)}").status_code == 404
+
+    # Resuming from the reported offset gives exactly the original bytes: the stored prefix is intact.
+    resumed = on_disk
+    r = patch_chunk(client, location, data[resumed:], resumed)
+    assert r.status_code == 202, r.text
+    assert r.headers["Range"] == f"0-{len(data) - 1}"
+    digest = digest_of(data)
+    r = client.request("PUT", location, params={"digest": digest})
+    assert r.status_code == 201, r.text
+    blob = client.request("GET", f"/v2/{repo}/blobs/{digest}")
+    assert blob.content == data
+
+
+def test_sigkill_leaves_no_partial_blob(make_registry: Callable[..., RegistryServer]) -> None:
+    """Neither an interrupted monolithic upload nor an interrupted final PUT becomes a blob."""
+    server = make_registry()
+    client = RegistryClient(server.url)
+    repo = unique_repo("restart")
+    data = random.randbytes(10 * MiB)
+    digest = digest_of(data)
+    uploads = server.root / "docker/registry/v2/repositories" / repo / "_uploads"
+
+    def any_upload_grew() -> bool:
+        return uploads.exists() and any(f.stat().st_size > 0 for f in uploads.glob("*/data"))
+
+    def killing_body() -> Iterator[bytes]:
+        for offset in range(0, 3 * MiB, MiB):
+            yield data[offset:offset + MiB]
+        wait_until(any_upload_grew)
+        server.kill()
+        for offset in range(3 * MiB, len(data), MiB):
+            yield data[offset:offset + MiB]
+
+    with pytest.raises(requests.ConnectionError):
+        client.request("POST", f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, data=killing_body())
+    assert stored_blob_files(server) == []
+    server.start()
+    client = RegistryClient(server.url)
+    assert client.request("HEAD", f"/v2/{repo}/blobs/{digest}").status_code == 404
+
+    location = client.start_upload(repo)
+    data_file = upload_data_file(server, repo, location)
+    with pytest.raises(requests.ConnectionError):
+        client.request("PUT", location, params={"digest": digest},
+                       data=kill_mid_body(server, data_file, 0, 3 * MiB, data))
+    assert 0 < data_file.stat().st_size < len(data)
+    assert stored_blob_files(server) == []
+    server.start()
+    client = RegistryClient(server.url)
+    assert client.request("HEAD", f"/v2/{repo}/blobs/{digest}").status_code == 404
+    assert client.request("GET", f"/v2/{repo}/blobs/{digest}").status_code == 404
+
+    # The registry is healthy: the same blob pushed again is stored whole.
+    assert client.push_blob(repo, data) == digest
+    assert client.request("GET", f"/v2/{repo}/blobs/{digest}").content == data
+    blob_files = [p for p in stored_blob_files(server) if p.is_file()]
+    assert [p.relative_to(server.root / "docker/registry/v2/blobs").as_posix() for p in blob_files] == [
+        f"sha256/{digest[7:9]}/{digest[7:]}/data"
+    ]
+    assert os.path.getsize(blob_files[0]) == len(data)
