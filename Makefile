@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/registry serve --addr 127.0.0.1:5000 --root ./data
 
 test: $(STAMP) system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
