@@ -3,7 +3,8 @@
 The data of an upload lives under the repository's `_uploads/<id>/`, so an
 upload survives a restart and can be continued by any process sharing the
 store. The running hash is kept in process memory only as a cache: when it is
-missing, or does not match what is stored, the stored bytes are hashed again.
+missing, or does not match what is stored, the stored bytes are hashed once
+when the upload is finished (never at every chunk, which would be quadratic).
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ class UploadStore:
         return size
 
     async def _append_locked(self, key: tuple[str, str], size: int, body: AsyncIterator[bytes], length: int | None) -> int:
-        state = await self._hash_state(key, size)
-        before = state.hasher.copy()
+        state = self._current_hash(key, size)
+        before = state.hasher.copy() if state else None
         writer = await self.backend.writer(layout.upload_data(*key), append=True)
-        writer.on_write = state.hasher.update
+        if state is not None:
+            writer.on_write = state.hasher.update
         try:
             await _pipelined_copy(body, writer)
             received = writer.size - size
@@ -107,12 +109,12 @@ class UploadStore:
                 raise RegistryError("SIZE_INVALID", f"received {received} bytes, expected {length}")
         except BaseException:
             await writer.cancel()
-            state.hasher = before
-            self._remember(key, state)
+            if state is not None and before is not None:
+                state.hasher = before
             raise
         await writer.commit()
-        state.offset = writer.size
-        self._remember(key, state)
+        if state is not None:
+            state.offset = writer.size
         return writer.size
 
     async def finish(
@@ -130,10 +132,11 @@ class UploadStore:
             size = await self._size_at(key, start)
             if body is not None:
                 size = await self._append_locked(key, size, body, length)
-            hasher = (await self._hash_state(key, size)).hasher
-            if hasher.name != digest.algorithm:
-                hasher = await self._rehash(key, digest.algorithm)
-            computed = hasher.hexdigest()
+            state = self._current_hash(key, size)
+            if state is not None and state.hasher.name == digest.algorithm:
+                computed = state.hasher.hexdigest()
+            else:
+                computed = (await self._rehash(key, digest.algorithm)).hexdigest()
             if computed != digest.hex:
                 await self._discard(key)
                 raise RegistryError(
@@ -155,13 +158,19 @@ class UploadStore:
         self._hashes.pop(key, None)
         await delete_quietly(self.backend, layout.upload_dir(*key))
 
-    async def _hash_state(self, key: tuple[str, str], size: int) -> _HashState:
+    def _current_hash(self, key: tuple[str, str], size: int) -> _HashState | None:
+        """The running hash, if this process saw every byte of the upload so far.
+
+        When another process (or this one before a restart) wrote part of it, the
+        hash is dropped and the whole upload is hashed once, when it is finished.
+        """
         state = self._hashes.get(key)
-        if state is None or state.offset != size:
-            # Another process (or this one before a restart) wrote part of the upload.
-            algorithm = state.hasher.name if state else HASH_ALGORITHM
-            state = _HashState(await self._rehash(key, algorithm), size)
-            self._remember(key, state)
+        if state is None:
+            return None
+        if state.offset != size:
+            del self._hashes[key]
+            return None
+        self._hashes.move_to_end(key)
         return state
 
     async def _rehash(self, key: tuple[str, str], algorithm: str) -> "hashlib._Hash":
