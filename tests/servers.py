@@ -25,7 +25,10 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A registry process listening on a random loopback port, stopped by its PID."""
+    """A server process listening on a random loopback port, stopped by its PID."""
+
+    #: answered with 200 (or 401) once the server is ready
+    ready_path = "/v2/"
 
     def __init__(self, root: Path, log_path: Path) -> None:
         self.root = root
@@ -58,7 +61,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.command()} exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
             try:
-                if requests.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
+                if requests.get(f"{self.url}{self.ready_path}", timeout=1).status_code in (200, 401):
                     return self
             except requests.ConnectionError:
                 time.sleep(0.05)
@@ -137,3 +140,15 @@ def reference_binary() -> str:
 
 def temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+class MotoServer(ServerProcess):
+    """An S3 endpoint: moto in server mode."""
+
+    ready_path = "/"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}

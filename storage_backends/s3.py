@@ -1,0 +1,476 @@
+"""S3 backend (AWS S3, MinIO, Ceph RGW, ...), on boto3 in a bounded thread pool.
+
+S3 objects cannot be appended to, and an unfinished multipart upload cannot be
+read back, yet an upload must stay readable (to hash it again after a restart or
+on another replica). So an append writer stores each piece it receives as its
+own object, a *segment*, under a hidden sibling prefix:
+
+    <dir>/<name>                      optional base object (written whole)
+    <dir>/.seg.<name>/<start:020d>    segments, in order of their start offset
+
+The logical file is the base followed by the segments. Moving it to its final
+key composes the pieces with one multipart upload, copying server-side every
+range of at least the part size and re-assembling only the small pieces, so any
+client chunking works within S3's rules (parts of 5 MiB or more, at most 10,000).
+The destination appears whole when the multipart upload completes, or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, AsyncIterator, Callable, TypeVar
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .base import FileInfo, PathNotFound, StorageBackend, StorageError, Writer, check_path
+
+MIN_PART = 5 << 20
+MAX_PART = 5 << 30
+MAX_PARTS = 10_000
+DEFAULT_CHUNK_SIZE = 10 << 20
+READ_CHUNK = 1 << 20
+SEGMENT_PREFIX = ".seg."
+REDIRECT_SECONDS = 20 * 60
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Distribution's `storage.s3` keys."""
+
+    bucket: str
+    region: str | None = None
+    regionendpoint: str | None = None
+    forcepathstyle: bool = False
+    accesskey: str | None = None
+    secretkey: str | None = None
+    rootdirectory: str = ""
+    chunksize: int = DEFAULT_CHUNK_SIZE
+    secure: bool = True
+    encrypt: bool = False
+    storageclass: str | None = None
+    redirect: bool = True
+    max_threads: int = 32
+    max_attempts: int = 8
+    #: seconds; a stalled connection is retried rather than waited on forever
+    timeout: float = 60.0
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any], redirect: bool = True) -> "S3Settings":
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in raw.items() if k in known and v is not None and v != ""}
+        if "bucket" not in values:
+            raise ValueError("storage.s3.bucket is required")
+        values["chunksize"] = max(MIN_PART, int(values.get("chunksize", DEFAULT_CHUNK_SIZE)))
+        for flag in ("forcepathstyle", "secure", "encrypt"):
+            if isinstance(values.get(flag), str):
+                values[flag] = values[flag].lower() == "true"
+        values["rootdirectory"] = str(values.get("rootdirectory", "")).strip("/")
+        return cls(redirect=redirect, **values)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    key: str
+    size: int
+
+
+class S3Backend(StorageBackend):
+    name = "s3"
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self._root = settings.rootdirectory
+        self._pool = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="s3")
+        endpoint = settings.regionendpoint
+        if endpoint and "://" not in endpoint:
+            endpoint = f"{'https' if settings.secure else 'http'}://{endpoint}"
+        self._client = boto3.session.Session().client(
+            "s3",
+            region_name=settings.region,
+            endpoint_url=endpoint,
+            aws_access_key_id=settings.accesskey,
+            aws_secret_access_key=settings.secretkey,
+            use_ssl=settings.secure,
+            config=BotoConfig(
+                retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+                s3={"addressing_style": "path" if settings.forcepathstyle else "auto"},
+                max_pool_connections=settings.max_threads,
+                connect_timeout=settings.timeout,
+                read_timeout=settings.timeout,
+                signature_version="s3v4",
+            ),
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _key(self, path: str) -> str:
+        check_path(path)
+        return f"{self._root}/{path}" if self._root else path
+
+    def _dir_prefix(self, path: str) -> str:
+        if path == "":
+            return f"{self._root}/" if self._root else ""
+        return self._key(path) + "/"
+
+    @staticmethod
+    def _segments_prefix(key: str) -> str:
+        head, _, name = key.rpartition("/")
+        return f"{head}/{SEGMENT_PREFIX}{name}/" if head else f"{SEGMENT_PREFIX}{name}/"
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise
+            raise StorageError(f"S3 {fn.__name__} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 {fn.__name__} failed: {exc}") from exc
+
+    def _put_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        if self.settings.encrypt:
+            args["ServerSideEncryption"] = "AES256"
+        if self.settings.storageclass and self.settings.storageclass.upper() != "NONE":
+            args["StorageClass"] = self.settings.storageclass
+        return args
+
+    async def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return await self._call(self._client.head_object, Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+
+    async def _list_all(self, prefix: str, delimiter: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every object and common prefix under prefix, following continuation tokens."""
+        objects: list[dict[str, Any]] = []
+        prefixes: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        while True:
+            page = await self._call(self._client.list_objects_v2, **kwargs)
+            objects.extend(page.get("Contents", []))
+            prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+            if not page.get("IsTruncated"):
+                return objects, prefixes
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    async def _pieces(self, path: str) -> tuple[list[_Piece], float]:
+        """The objects making up path, in order, and the newest mtime; PathNotFound if none.
+
+        A path is either one plain object or segments only (see the module docstring).
+        """
+        key = self._key(path)
+        head = await self._head(key)
+        if head:
+            return [_Piece(key, head["ContentLength"])], head["LastModified"].timestamp()
+        segments = await self._segments(key)
+        if not segments:
+            raise PathNotFound(path)
+        pieces = [_Piece(s["Key"], s["Size"]) for s in segments]
+        return pieces, max(s["LastModified"].timestamp() for s in segments)
+
+    async def _segments(self, key: str) -> list[dict[str, Any]]:
+        objects, _ = await self._list_all(self._segments_prefix(key))
+        return sorted(objects, key=lambda s: s["Key"])
+
+    async def _delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start:start + 1000]]
+            await self._call(self._client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    # -- the interface -------------------------------------------------------------------------
+
+    async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        pieces, _ = await self._pieces(path)
+        if length == 0:
+            return
+        end = sum(p.size for p in pieces) if length is None else offset + length
+        position = 0
+        for piece in pieces:
+            first, last = max(offset, position), min(end, position + piece.size)
+            if first < last:
+                async for chunk in self._read_range(piece.key, first - position, last - first):
+                    yield chunk
+            position += piece.size
+            if position >= end:
+                break
+
+    async def _read_range(self, key: str, start: int, count: int) -> AsyncIterator[bytes]:
+        response = await self._call(
+            self._client.get_object, Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + count - 1}"
+        )
+        body = response["Body"]
+        try:
+            while True:
+                chunk = await self._call(body.read, READ_CHUNK)
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            body.close()
+
+    async def read_bytes(self, path: str) -> bytes:
+        key = self._key(path)
+        try:
+            response = await self._call(self._client.get_object, Bucket=self.bucket, Key=key)
+            return await self._call(response["Body"].read)
+        except ClientError as exc:
+            if not _is_missing(exc):
+                raise
+        return b"".join([chunk async for chunk in self.read(path)])
+
+    async def write_bytes(self, path: str, data: bytes) -> None:
+        key = self._key(path)
+        await self._call(self._client.put_object, Bucket=self.bucket, Key=key, Body=data, **self._put_args())
+        await self._drop_segments(key)
+
+    async def _drop_segments(self, key: str) -> None:
+        """A plain object replaces an appended file: its old segments must go."""
+        page = await self._call(self._client.list_objects_v2, Bucket=self.bucket,
+                                Prefix=self._segments_prefix(key), MaxKeys=1)
+        if page.get("KeyCount", 0):
+            await self._delete_keys([s["Key"] for s in await self._segments(key)])
+
+    async def writer(self, path: str, append: bool = False) -> Writer:
+        key = self._key(path)
+        if not append:
+            return _ObjectWriter(self, key)
+        try:
+            pieces, _ = await self._pieces(path)
+        except PathNotFound:
+            return _SegmentWriter(self, key, 0)
+        if pieces[0].key == key:  # a plain object becomes the first segment
+            first = f"{self._segments_prefix(key)}{0:020d}"
+            await self._call(self._client.copy_object, Bucket=self.bucket, Key=first,
+                             CopySource={"Bucket": self.bucket, "Key": key}, **self._put_args())
+            await self._delete_keys([key])
+        return _SegmentWriter(self, key, sum(p.size for p in pieces))
+
+    async def stat(self, path: str) -> FileInfo:
+        try:
+            pieces, mtime = await self._pieces(path)
+        except PathNotFound:
+            page = await self._call(self._client.list_objects_v2, Bucket=self.bucket,
+                                    Prefix=self._dir_prefix(path), MaxKeys=1)
+            if page.get("KeyCount", 0) == 0:
+                raise
+            return FileInfo(path, 0, 0.0, True)
+        return FileInfo(path, sum(p.size for p in pieces), mtime, False)
+
+    async def list(self, path: str) -> list[str]:
+        prefix = self._dir_prefix(path)
+        objects, prefixes = await self._list_all(prefix, "/")
+        names = {o["Key"][len(prefix):] for o in objects}
+        for p in prefixes:
+            name = p[len(prefix):].rstrip("/")
+            names.add(name[len(SEGMENT_PREFIX):] if name.startswith(SEGMENT_PREFIX) else name)
+        if not names and path != "":
+            raise PathNotFound(path)
+        return sorted(names)
+
+    async def move(self, src: str, dst: str) -> None:
+        pieces, _ = await self._pieces(src)
+        dst_key = self._key(dst)
+        if dst_key == pieces[0].key and len(pieces) == 1:
+            return
+        await self._compose(pieces, dst_key)
+        await self._delete_keys([p.key for p in pieces if p.key != dst_key])
+
+    async def delete(self, path: str) -> None:
+        key = self._key(path)
+        head = await self._head(key)
+        tree, _ = await self._list_all(key + "/")
+        keys = ([key] if head else []) + [o["Key"] for o in tree + await self._segments(key)]
+        if not keys:
+            raise PathNotFound(path)
+        await self._delete_keys(keys)
+
+    async def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        if not self.settings.redirect:
+            return None
+        operation = {"GET": "get_object", "HEAD": "head_object"}[method]
+        return await self._call(self._client.generate_presigned_url, operation,
+                                Params={"Bucket": self.bucket, "Key": self._key(path)}, ExpiresIn=REDIRECT_SECONDS)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- composing pieces into one object ------------------------------------------------------
+
+    async def _compose(self, pieces: list[_Piece], dst_key: str) -> None:
+        total = sum(p.size for p in pieces)
+        part_size = max(self.settings.chunksize, math.ceil(total / (MAX_PARTS - 1)))
+        if total <= part_size:
+            data = b"".join([await self._read_piece(p, 0, p.size) for p in pieces])
+            await self._call(self._client.put_object, Bucket=self.bucket, Key=dst_key, Body=data, **self._put_args())
+            return
+        if len(pieces) == 1 and total <= MAX_PART:
+            source = {"Bucket": self.bucket, "Key": pieces[0].key}
+            await self._call(self._client.copy_object, Bucket=self.bucket, Key=dst_key, CopySource=source,
+                             **self._put_args())
+            return
+        upload = await self._call(self._client.create_multipart_upload, Bucket=self.bucket, Key=dst_key,
+                                  **self._put_args())
+        upload_id = upload["UploadId"]
+        try:
+            parts = await self._upload_parts(pieces, dst_key, upload_id, part_size)
+            await self._call(self._client.complete_multipart_upload, Bucket=self.bucket, Key=dst_key,
+                             UploadId=upload_id, MultipartUpload={"Parts": parts})
+        except BaseException:
+            await asyncio.shield(self._abort(dst_key, upload_id))
+            raise
+
+    async def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (ClientError, StorageError):
+            pass  # upload purging aborts what is left behind
+
+    async def _upload_parts(self, pieces: list[_Piece], key: str, upload_id: str,
+                            part_size: int) -> list[dict[str, Any]]:
+        """Copy server-side every stretch of at least part_size; buffer the rest into parts."""
+        parts: list[dict[str, Any]] = []
+        buffer = bytearray()
+
+        async def flush() -> None:
+            number = len(parts) + 1
+            result = await self._call(self._client.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                      PartNumber=number, Body=bytes(buffer))
+            parts.append({"PartNumber": number, "ETag": result["ETag"]})
+            buffer.clear()
+
+        for piece in pieces:
+            position = 0
+            while position < piece.size:
+                remaining = piece.size - position
+                if buffer or remaining < part_size:
+                    take = min(part_size - len(buffer), remaining)
+                    buffer += await self._read_piece(piece, position, take)
+                    position += take
+                    if len(buffer) >= part_size:
+                        await flush()
+                    continue
+                take = min(remaining, MAX_PART)
+                if 0 < remaining - take < MIN_PART:
+                    take = remaining - MIN_PART  # leave a tail big enough to stand as a part
+                number = len(parts) + 1
+                result = await self._call(
+                    self._client.upload_part_copy, Bucket=self.bucket, Key=key, UploadId=upload_id,
+                    PartNumber=number, CopySource={"Bucket": self.bucket, "Key": piece.key},
+                    CopySourceRange=f"bytes={position}-{position + take - 1}",
+                )
+                parts.append({"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]})
+                position += take
+        if buffer:
+            await flush()
+        return parts
+
+    async def _read_piece(self, piece: _Piece, start: int, count: int) -> bytes:
+        if count == 0:
+            return b""
+        return b"".join([chunk async for chunk in self._read_range(piece.key, start, count)])
+
+
+def _is_missing(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+class _ObjectWriter(Writer):
+    """A whole object: buffered up to the part size, then a multipart upload completed on commit."""
+
+    def __init__(self, backend: S3Backend, key: str) -> None:
+        self._backend = backend
+        self._key = key
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self.size = 0
+
+    async def write(self, data: bytes) -> None:
+        if self.on_write is not None:
+            await self._backend._call(self.on_write, data)
+        self._buffer += data
+        self.size += len(data)
+        if len(self._buffer) >= self._backend.settings.chunksize:
+            await self._flush_part()
+
+    async def _flush_part(self) -> None:
+        b = self._backend
+        if self._upload_id is None:
+            upload = await b._call(b._client.create_multipart_upload, Bucket=b.bucket, Key=self._key, **b._put_args())
+            self._upload_id = upload["UploadId"]
+        number = len(self._parts) + 1
+        result = await b._call(b._client.upload_part, Bucket=b.bucket, Key=self._key, UploadId=self._upload_id,
+                               PartNumber=number, Body=bytes(self._buffer))
+        self._parts.append({"PartNumber": number, "ETag": result["ETag"]})
+        self._buffer.clear()
+
+    async def commit(self) -> None:
+        b = self._backend
+        if self._upload_id is None:
+            await b._call(b._client.put_object, Bucket=b.bucket, Key=self._key, Body=bytes(self._buffer),
+                          **b._put_args())
+            return
+        if self._buffer:
+            await self._flush_part()
+        await b._call(b._client.complete_multipart_upload, Bucket=b.bucket, Key=self._key, UploadId=self._upload_id,
+                      MultipartUpload={"Parts": self._parts})
+
+    async def cancel(self) -> None:
+        self._buffer.clear()
+        if self._upload_id is not None:
+            await self._backend._abort(self._key, self._upload_id)
+        self.size = 0
+
+
+class _SegmentWriter(Writer):
+    """Appends: every part-size worth of bytes becomes a segment object; cancel deletes this writer's segments."""
+
+    def __init__(self, backend: S3Backend, key: str, start: int) -> None:
+        self._backend = backend
+        self._key = key
+        self._start = start
+        self._buffer = bytearray()
+        self._written: list[str] = []
+        self._flushed = start
+        self.size = start
+
+    async def write(self, data: bytes) -> None:
+        if self.on_write is not None:
+            await self._backend._call(self.on_write, data)
+        self._buffer += data
+        self.size += len(data)
+        if len(self._buffer) >= self._backend.settings.chunksize:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        b = self._backend
+        key = f"{b._segments_prefix(self._key)}{self._flushed:020d}"
+        await b._call(b._client.put_object, Bucket=b.bucket, Key=key, Body=bytes(self._buffer), **b._put_args())
+        self._written.append(key)
+        self._flushed += len(self._buffer)
+        self._buffer.clear()
+
+    async def commit(self) -> None:
+        if self._buffer or (self._flushed == 0 and not self._written):
+            await self._flush()  # an empty upload is one empty segment, so that it exists
+
+    async def cancel(self) -> None:
+        self._buffer.clear()
+        await self._backend._delete_keys(self._written)
+        self._written.clear()
+        self._flushed = self.size = self._start
