@@ -1,8 +1,14 @@
-"""The repository catalog (Docker's /v2/_catalog)."""
+"""The repository catalog (Docker's /v2/_catalog).
+
+A repository is a directory holding `_manifests`, as Distribution decides.
+Repositories come in the order the store keeps their keys in (`a-b` before
+`a`, since '-' sorts before '/'), so that a page maps onto one bounded
+listing, on S3 as on disk, and `last` resumes exactly where a page ended.
+"""
 
 from __future__ import annotations
 
-from storage_backends import PathNotFound, StorageBackend
+from storage_backends import StorageBackend
 
 from . import layout
 from .pagination import Page
@@ -12,23 +18,12 @@ class Catalog:
     def __init__(self, backend: StorageBackend) -> None:
         self.backend = backend
 
-    async def repositories(self) -> list[str]:
-        """Every repository, sorted; a repository is a directory holding `_manifests`."""
-        found: list[str] = []
-        await self._walk("", found)
-        return sorted(found)
-
-    async def _walk(self, prefix: str, found: list[str]) -> None:
-        path = f"{layout.REPOSITORIES}/{prefix}".rstrip("/")
-        try:
-            entries = await self.backend.list(path)
-        except PathNotFound:
-            return
-        for entry in entries:
-            if layout.is_repository_marker(entry):
-                found.append(prefix.rstrip("/"))
-            elif not layout.is_internal(entry):
-                await self._walk(f"{prefix}{entry}/", found)
-
     async def page(self, page: Page) -> tuple[list[str], str | None]:
-        return page.apply(await self.repositories())
+        names = await self.backend.find_dirs_containing(
+            layout.REPOSITORIES,
+            layout.REPOSITORY_MARKER,
+            start_after=page.last,
+            limit=None if page.n is None else page.n + 1,
+            skip=layout.is_internal,
+        )
+        return page.cut(names)

@@ -20,6 +20,8 @@ from .references import Digest
 ROOT = "docker/registry/v2"
 BLOBS = f"{ROOT}/blobs"
 REPOSITORIES = f"{ROOT}/repositories"
+#: a repository is a directory holding this entry (as Distribution's catalog decides)
+REPOSITORY_MARKER = "_manifests"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -39,7 +41,7 @@ def layer_link(name: str, digest: Digest) -> str:
 
 
 def manifests_dir(name: str) -> str:
-    return f"{REPOSITORIES}/{name}/_manifests"
+    return f"{REPOSITORIES}/{name}/{REPOSITORY_MARKER}"
 
 
 def revision_link(name: str, digest: Digest) -> str:
@@ -80,11 +82,6 @@ def referrers_dir(name: str, subject: Digest) -> str:
 
 def referrer_link(name: str, subject: Digest, referrer: Digest) -> str:
     return f"{referrers_dir(name, subject)}/{referrer.algorithm}/{referrer.hex}/link"
-
-
-def is_repository_marker(entry: str) -> bool:
-    """A repository is a directory holding `_manifests` (as Distribution's catalog decides)."""
-    return entry == "_manifests"
 
 
 def is_internal(entry: str) -> bool:

@@ -32,10 +32,14 @@ class Page:
         return cls(n, last)
 
     def apply(self, ordered: list[str]) -> tuple[list[str], str | None]:
-        """The page of ordered entries after `last`, and the `last` of the next page if any."""
+        """The page of lexically ordered entries after `last`, and the `last` of the next page if any."""
         start = bisect.bisect_right(ordered, self.last) if self.last is not None else 0
+        return self.cut(ordered[start:])
+
+    def cut(self, following: list[str]) -> tuple[list[str], str | None]:
+        """The page from entries already past `last`, and the `last` of the next page if any."""
         if self.n is None:
-            return ordered[start:], None
-        page = ordered[start:start + self.n]
-        more = start + self.n < len(ordered)
+            return following, None
+        page = following[:self.n]
+        more = len(following) > self.n
         return page, (page[-1] if more and page else None)

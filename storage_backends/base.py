@@ -111,6 +111,43 @@ class StorageBackend(abc.ABC):
     async def delete(self, path: str) -> None:
         """Remove a file or a whole directory tree; PathNotFound if absent."""
 
+    async def find_dirs_containing(
+        self,
+        path: str,
+        marker: str,
+        start_after: str | None = None,
+        limit: int | None = None,
+        skip: Callable[[str], bool] = lambda name: False,
+    ) -> list[str]:
+        """Directories below path holding an entry named `marker`, as paths relative to path.
+
+        They come in key order, the order S3 lists keys in: a directory `d` sorts as
+        `d/`, so `a-b` comes before `a` ('-' sorts before '/'). Only those after
+        start_after, at most limit of them; directories whose name `skip` accepts are
+        not searched. This generic walk lists directory by directory; a backend with a
+        cheaper way (S3's delimiter listing) overrides it.
+        """
+        found: list[str] = []
+        after = None if start_after is None else start_after + "/"
+
+        async def walk(relative: str) -> None:
+            try:
+                children = await self.list(f"{path}/{relative}".rstrip("/") if path else relative.rstrip("/"))
+            except PathNotFound:
+                return
+            if relative and marker in children and (after is None or relative > after):
+                found.append(relative.rstrip("/"))
+            for child in sorted((c for c in children if not skip(c)), key=lambda c: c + "/"):
+                subtree = f"{relative}{child}/"
+                if after is not None and subtree < after and not after.startswith(subtree):
+                    continue
+                if limit is not None and len(found) >= limit:
+                    return
+                await walk(subtree)
+
+        await walk("")
+        return found[:limit] if limit is not None else found
+
     async def redirect_url(self, path: str, method: str = "GET") -> str | None:
         """A URL a client may fetch the content from directly, if the backend has one."""
         return None

@@ -281,6 +281,34 @@ class S3Backend(StorageBackend):
             raise PathNotFound(path)
         return sorted(names)
 
+    async def find_dirs_containing(
+        self,
+        path: str,
+        marker: str,
+        start_after: str | None = None,
+        limit: int | None = None,
+        skip: Callable[[str], bool] = lambda name: False,
+    ) -> list[str]:
+        """One delimiter listing: with `/<marker>/` as the delimiter, S3 rolls every key below a
+        marker into one common prefix, so a page costs calls in proportion to the keys outside
+        markers in that page's directories, never a walk of the whole tree."""
+        prefix = self._dir_prefix(path)
+        delimiter = f"/{marker}/"
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": delimiter}
+        if start_after is not None:
+            kwargs["StartAfter"] = f"{prefix}{start_after}{delimiter}\U0010ffff"
+        found: list[str] = []
+        while limit is None or len(found) < limit:
+            page = await self._call(self._client.list_objects_v2, **kwargs)
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(prefix):-len(delimiter)]
+                if name and not any(skip(part) for part in name.split("/")):
+                    found.append(name)
+            if not page.get("IsTruncated"):
+                break
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        return found[:limit] if limit is not None else found
+
     async def move(self, src: str, dst: str) -> None:
         pieces, _ = await self._pieces(src)
         dst_key = self._key(dst)
