@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from storage_backends import FilesystemBackend, MemoryBackend, StorageBackend
+from storage_backends.s3 import S3Backend, S3Settings
 
 from .api.app import create_app
 from .config import Config, ConfigError, load_config
@@ -25,6 +26,15 @@ def open_backend(config: Config) -> tuple[StorageBackend, str]:
     driver = config.storage_driver
     if driver == "inmemory":
         return MemoryBackend(), "memory"
+    if driver == "s3":
+        raw = config.get("storage", "s3") or {}
+        redirect = not config.get("storage", "redirect", "disable", default=False)
+        try:
+            settings = S3Settings.from_config(raw, redirect=redirect)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"storage.s3: {exc}") from None
+        where = f"s3://{settings.bucket}/{settings.rootdirectory}"
+        return S3Backend(settings), where + (f" at {settings.regionendpoint}" if settings.regionendpoint else "")
     root = str(config.get("storage", "filesystem", "rootdirectory", default="./data"))
     backend = FilesystemBackend(root)
     return backend, backend.root

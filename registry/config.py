@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-STORAGE_DRIVERS = ("filesystem", "inmemory")
+STORAGE_DRIVERS = ("filesystem", "inmemory", "s3")
 
 
 class ConfigError(Exception):

@@ -65,6 +65,9 @@ class S3Settings:
     def from_config(cls, raw: dict[str, Any], redirect: bool = True) -> "S3Settings":
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in raw.items() if k in known and v is not None and v != ""}
+        for text in ("bucket", "region", "regionendpoint", "accesskey", "secretkey", "rootdirectory", "storageclass"):
+            if text in values:
+                values[text] = str(values[text])  # environment values arrive as YAML scalars
         if "bucket" not in values:
             raise ValueError("storage.s3.bucket is required")
         values["chunksize"] = max(MIN_PART, int(values.get("chunksize", DEFAULT_CHUNK_SIZE)))

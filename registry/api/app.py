@@ -8,6 +8,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from storage_backends import StorageError
+
 from ..domain import Registry
 from ..errors import RegistryError
 from ..references import check_name
@@ -91,6 +93,9 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if exc.status == 413:
             return error_response(RegistryError("SIZE_INVALID", exc.text or "request body too large"), request)
         raise
+    except StorageError as exc:
+        log.error("storage failure serving %s %s: %s", request.method, request.path, exc)
+        return error_response(RegistryError("UNAVAILABLE", "storage backend unavailable, try again later"), request)
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return error_response(RegistryError("UNKNOWN", "internal server error"), request)
