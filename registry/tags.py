@@ -16,7 +16,10 @@ class TagStore:
 
     async def list(self, name: str, page: Page) -> tuple[list[str], str | None]:
         try:
-            tags = await self.backend.list(layout.tags_dir(name))
+            if page.n is None:
+                tags = await self.backend.list(layout.tags_dir(name))
+            else:  # one more than asked, to know whether a next page exists
+                tags = await self.backend.list_after(layout.tags_dir(name), page.last, page.n + 1)
         except PathNotFound:
             await self.manifests.check_repository(name)
             tags = []

@@ -9,6 +9,7 @@ backend's root; they never start with '/' and never contain '..'.
 from __future__ import annotations
 
 import abc
+import bisect
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
@@ -110,6 +111,16 @@ class StorageBackend(abc.ABC):
     @abc.abstractmethod
     async def delete(self, path: str) -> None:
         """Remove a file or a whole directory tree; PathNotFound if absent."""
+
+    async def list_after(self, path: str, start_after: str | None, limit: int) -> list[str]:
+        """The lexically first `limit` children of a directory after start_after; PathNotFound if absent.
+
+        For paging through large directories; a backend that can start a listing in the middle
+        (S3's StartAfter) overrides it so that a page does not cost a listing of everything.
+        """
+        names = await self.list(path)
+        start = 0 if start_after is None else bisect.bisect_right(names, start_after)
+        return names[start:start + limit]
 
     async def find_dirs_containing(
         self,

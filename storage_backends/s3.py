@@ -284,6 +284,38 @@ class S3Backend(StorageBackend):
             raise PathNotFound(path)
         return sorted(names)
 
+    async def list_after(self, path: str, start_after: str | None, limit: int) -> list[str]:
+        """StartAfter and MaxKeys do the paging, in the keys' order, where a directory `v1` sorts
+        as `v1/`, after `v1-rc/` and `v1.1/`. Lexically `v1` comes first: a name that the listing
+        reached too late can only be such a prefix of a name it did return, so those few are
+        looked up one by one."""
+        prefix = self._dir_prefix(path)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/",
+                                  "MaxKeys": min(1000, limit + 1)}
+        if start_after is not None:
+            kwargs["StartAfter"] = prefix + start_after
+        names: set[str] = set()
+        while True:
+            page = await self._call(self._client.list_objects_v2, **kwargs)
+            listed = [o["Key"][len(prefix):] for o in page.get("Contents", [])]
+            listed += [p["Prefix"][len(prefix):-1] for p in page.get("CommonPrefixes", [])]
+            names.update(n for n in listed
+                         if not n.startswith(SEGMENT_PREFIX) and (start_after is None or n > start_after))
+            if len(names) >= limit or not page.get("IsTruncated"):
+                break
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        if not names:
+            await self.stat(path)  # PathNotFound for a missing directory, [] past the end of one
+            return []
+        late = {name[:i] for name in names for i, c in enumerate(name) if c in "-."}
+        for candidate in sorted(late - names):
+            if (start_after is None or candidate > start_after) and candidate < max(names):
+                probe = await self._call(self._client.list_objects_v2, Bucket=self.bucket,
+                                         Prefix=f"{prefix}{candidate}/", MaxKeys=1)
+                if probe.get("KeyCount", 0):
+                    names.add(candidate)
+        return sorted(names)[:limit]
+
     async def find_dirs_containing(
         self,
         path: str,

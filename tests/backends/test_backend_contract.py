@@ -546,3 +546,27 @@ async def test_two_writers_committing_same_path_leave_one_complete_content(
     await asyncio.gather(write(0), write(1))
     assert await read_all(backend, "same/blob") in contents
     assert await backend.list("same") == ["blob"]
+
+
+async def test_list_after_pages_in_lexical_order(backend: StorageBackend) -> None:
+    """Names where one is another's prefix followed by '-' or '.' sort differently as keys
+    ('v1/' after 'v1-rc/'); pages must still be lexical and lose nothing."""
+    names = ["v1", "v1-rc", "v1.1", "v1.1-alpine", "v10", "v1_x", "a", "b-c", "b", "b.d"]
+    for name in names:
+        await backend.write_bytes(f"pg/{name}/current/link", name.encode())
+    await backend.write_bytes("pg/file", b"x")
+    expected = sorted(names + ["file"])
+    for size in (1, 2, 3, 100):
+        collected: list[str] = []
+        last = None
+        while True:
+            page = await backend.list_after("pg", last, size)
+            assert page == sorted(page) and len(page) <= size
+            if not page:
+                break
+            collected += page
+            last = page[-1]
+        assert collected == expected, size
+    assert await backend.list_after("pg", "v1", 2) == ["v1-rc", "v1.1"]
+    with pytest.raises(PathNotFound):
+        await backend.list_after("missing", None, 5)
