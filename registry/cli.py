@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
-from typing import Any
+from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -16,6 +17,8 @@ from storage_backends.s3 import S3Backend, S3Settings
 from .api.app import create_app
 from .config import Config, ConfigError, load_config
 from .domain import Policy, Registry
+from .durations import parse_duration
+from .purging import purge_forever
 
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 log = logging.getLogger("registry")
@@ -49,6 +52,30 @@ def build_registry(config: Config) -> tuple[Registry, str]:
     return Registry(backend, policy), where
 
 
+def upload_purging(config: Config, backend: StorageBackend) -> Callable[[web.Application], AsyncIterator[None]] | None:
+    """A background purge of abandoned uploads, on by default as in Distribution."""
+    settings = config.get("storage", "maintenance", "uploadpurging", default={}) or {}
+    if not settings.get("enabled", True):
+        return None
+    try:
+        age = parse_duration(settings.get("age", "168h"))
+        interval = parse_duration(settings.get("interval", "24h"))
+    except ValueError as exc:
+        raise ConfigError(f"storage.maintenance.uploadpurging: {exc}") from None
+    if interval <= 0:
+        raise ConfigError("storage.maintenance.uploadpurging.interval must be positive")
+    dry_run = bool(settings.get("dryrun", False))
+
+    async def run(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(purge_forever(backend, age, interval, dry_run))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return run
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -62,6 +89,9 @@ def serve(config: Config) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     registry, where = build_registry(config)
     app = create_app(registry, base_url=config.get("http", "host"))
+    purging = upload_purging(config, registry.backend)
+    if purging is not None:
+        app.cleanup_ctx.append(purging)
     host, port = config.host_port
     access_log = None if config.get("log", "accesslog", "disabled") else logging.getLogger("registry.access")
     read_only = " (read-only)" if registry.policy.read_only else ""

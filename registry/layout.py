@@ -22,6 +22,8 @@ BLOBS = f"{ROOT}/blobs"
 REPOSITORIES = f"{ROOT}/repositories"
 #: a repository is a directory holding this entry (as Distribution's catalog decides)
 REPOSITORY_MARKER = "_manifests"
+#: a directory holding this entry has upload sessions
+UPLOADS_MARKER = "_uploads"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -64,8 +66,12 @@ def tag_index_link(name: str, tag: str, digest: Digest) -> str:
     return f"{tag_dir(name, tag)}/index/{digest.algorithm}/{digest.hex}/link"
 
 
+def uploads_dir(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{UPLOADS_MARKER}"
+
+
 def upload_dir(name: str, upload_id: str) -> str:
-    return f"{REPOSITORIES}/{name}/_uploads/{upload_id}"
+    return f"{uploads_dir(name)}/{upload_id}"
 
 
 def upload_data(name: str, upload_id: str) -> str:

@@ -159,6 +159,11 @@ class StorageBackend(abc.ABC):
         await walk("")
         return found[:limit] if limit is not None else found
 
+    async def purge_incomplete(self, older_than: float, dry_run: bool = False) -> int:
+        """Abort writes the backend itself left unfinished (S3 multipart uploads) older than
+        `older_than` seconds; how many there were. Backends without such state have none."""
+        return 0
+
     async def redirect_url(self, path: str, method: str = "GET") -> str | None:
         """A URL a client may fetch the content from directly, if the backend has one."""
         return None

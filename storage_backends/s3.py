@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -360,6 +361,22 @@ class S3Backend(StorageBackend):
         if not keys:
             raise PathNotFound(path)
         await self._delete_keys(keys)
+
+    async def purge_incomplete(self, older_than: float, dry_run: bool = False) -> int:
+        cutoff = time.time() - older_than
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._dir_prefix("")}
+        stale = []
+        while True:
+            page = await self._call(self._client.list_multipart_uploads, **kwargs)
+            stale += [u for u in page.get("Uploads", []) if u["Initiated"].timestamp() < cutoff]
+            if not page.get("IsTruncated"):
+                break
+            kwargs["KeyMarker"] = page["NextKeyMarker"]
+            kwargs["UploadIdMarker"] = page["NextUploadIdMarker"]
+        if not dry_run:
+            for upload in stale:
+                await self._abort(upload["Key"], upload["UploadId"])
+        return len(stale)
 
     async def redirect_url(self, path: str, method: str = "GET") -> str | None:
         if not self.settings.redirect:
