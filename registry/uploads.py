@@ -132,21 +132,36 @@ class UploadStore:
             size = await self._size_at(key, start)
             if body is not None:
                 size = await self._append_locked(key, size, body, length)
-            state = self._current_hash(key, size)
-            if state is not None and state.hasher.name == digest.algorithm:
-                computed = state.hasher.hexdigest()
-            else:
-                computed = (await self._rehash(key, digest.algorithm)).hexdigest()
-            if computed != digest.hex:
-                await self._discard(key)
-                raise RegistryError(
-                    "DIGEST_INVALID",
-                    f"upload content has digest {digest.algorithm}:{computed}, not {digest}",
-                    {"expected": str(digest), "computed": f"{digest.algorithm}:{computed}"},
-                )
-            await self.blobs.adopt(name, digest, layout.upload_data(name, upload_id))
+            return await self._verify_and_adopt(key, digest, size)
+
+    async def put_whole(self, name: str, digest: Digest, body: AsyncIterator[bytes], length: int | None) -> int:
+        """A monolithic upload: the whole blob in one request, so no session is recorded for it
+        (its client could neither resume nor cancel one); a failure leaves nothing behind."""
+        key = (name, str(uuid.uuid4()))
+        self._remember(key, _HashState(hashlib.new(digest.algorithm), 0))
+        try:
+            size = await self._append_locked(key, 0, body, length)
+            return await self._verify_and_adopt(key, digest, size)
+        except BaseException:
+            await asyncio.shield(self._discard(key))
+            raise
+
+    async def _verify_and_adopt(self, key: tuple[str, str], digest: Digest, size: int) -> int:
+        state = self._current_hash(key, size)
+        if state is not None and state.hasher.name == digest.algorithm:
+            computed = state.hasher.hexdigest()
+        else:
+            computed = (await self._rehash(key, digest.algorithm)).hexdigest()
+        if computed != digest.hex:
             await self._discard(key)
-            return size
+            raise RegistryError(
+                "DIGEST_INVALID",
+                f"upload content has digest {digest.algorithm}:{computed}, not {digest}",
+                {"expected": str(digest), "computed": f"{digest.algorithm}:{computed}"},
+            )
+        await self.blobs.adopt(key[0], digest, layout.upload_data(*key))
+        await self._discard(key)
+        return size
 
     async def cancel(self, name: str, upload_id: str) -> None:
         key = (name, upload_id)

@@ -72,8 +72,11 @@ class FilesystemBackend(StorageBackend):
 
     async def writer(self, path: str, append: bool = False) -> Writer:
         full = self._full(path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        return _FileWriter(full, append)
+        try:
+            return _FileWriter(full, append)
+        except FileNotFoundError:  # directories are made only when missing: makedirs costs a stat per level
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            return _FileWriter(full, append)
 
     async def stat(self, path: str) -> FileInfo:
         try:
@@ -92,10 +95,13 @@ class FilesystemBackend(StorageBackend):
 
     async def move(self, src: str, dst: str) -> None:
         full_src, full_dst = self._full(src), self._full(dst)
-        if not os.path.exists(full_src):
-            raise PathNotFound(src)
-        os.makedirs(os.path.dirname(full_dst), exist_ok=True)
-        os.replace(full_src, full_dst)
+        try:
+            os.replace(full_src, full_dst)
+        except FileNotFoundError:
+            if not os.path.exists(full_src):
+                raise PathNotFound(src) from None
+            os.makedirs(os.path.dirname(full_dst), exist_ok=True)
+            os.replace(full_src, full_dst)
 
     async def delete(self, path: str) -> None:
         full = self._full(path)

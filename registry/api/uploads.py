@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 
 from aiohttp import web
 
@@ -38,17 +37,11 @@ async def start_upload(request: web.Request, name: str) -> web.Response:
     algorithm = request.query.get("digest-algorithm", "sha256")
     if algorithm not in ALGORITHMS:
         raise RegistryError("DIGEST_INVALID", f"unsupported digest algorithm {algorithm[:50]!r}")
-    # a monolithic upload's digest is checked before any session exists, so a bad one leaves nothing behind
-    digest = _digest_param(request) if "digest" in request.query else None
-    upload_id = await registry.uploads.start(name, digest.algorithm if digest else algorithm)
-    if digest is not None:  # monolithic upload: the whole blob in this request
-        try:
-            await registry.uploads.finish(name, upload_id, digest, body_chunks(request), length=request.content_length)
-        except BaseException:  # the client never learnt this session's id: nobody could resume or cancel it
-            with contextlib.suppress(RegistryError):
-                await registry.uploads.cancel(name, upload_id)
-            raise
+    if "digest" in request.query:  # monolithic upload: the whole blob in this request
+        digest = _digest_param(request)
+        await registry.uploads.put_whole(name, digest, body_chunks(request), request.content_length)
         return _created(name, digest)
+    upload_id = await registry.uploads.start(name, algorithm)
     return web.Response(status=202, headers=upload_headers(name, upload_id, 0))
 
 
