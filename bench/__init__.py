@@ -1,0 +1,1 @@
+"""Benchmark of this registry against CNCF Distribution (Debian's docker-registry): `python -m bench`."""

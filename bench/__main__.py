@@ -1,0 +1,158 @@
+"""`python -m bench`: this registry against Distribution, interleaved, in one run.
+
+For each scenario both servers start on fresh, empty data directories on random
+loopback ports; each round measures the reference and then ours, and the table
+shows the median of the rounds (the maximum, for memory peaks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .procs import REPO_ROOT, SIDES, Side
+from .report import Result, table
+from .scenarios import MiB, Context, Scenario, Sizes, all_scenarios
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_scenario(scenario: Scenario, sides: dict[str, Side], ctx: Context, rounds: int,
+                 results: dict[str, Result]) -> None:
+    states: dict[str, Any] = {}
+    try:
+        if not scenario.fresh_per_round:
+            for name, side in sides.items():
+                side.start()
+                states[name] = scenario.setup(side, ctx)
+        for index in range(rounds):
+            for name, side in sides.items():  # interleaved: reference, then ours, every round
+                if scenario.fresh_per_round:
+                    side.start()
+                    states[name] = scenario.setup(side, ctx)
+                values = scenario.measure(side, states[name], index, ctx)
+                if scenario.fresh_per_round:
+                    side.stop()
+                for key, value in values.items():
+                    results[key].samples[name].append(value)
+                shown = ", ".join(f"{key} {value:,.1f}" for key, value in values.items())
+                log(f"  round {index + 1}/{rounds} {name:>9}: {shown}")
+    finally:
+        for side in sides.values():
+            side.stop()
+
+
+def metadata(sizes: Sizes, rounds: int, reference_cache: bool) -> dict[str, Any]:
+    def output(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = output("git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD")
+    dirty = bool(output("git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "registry", "storage_backends"))
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "ours": commit + (" + uncommitted changes" if dirty else ""),
+        "reference": output("docker-registry", "--version"),
+        "reference_blobdescriptor_cache": reference_cache,
+        "rounds": rounds,
+        "sizes": sizes.__dict__,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    names = [s.name for s in all_scenarios(Sizes())]
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes and 1 round: a smoke check, not a result")
+    parser.add_argument("--only", action="append", default=[], metavar="SCENARIO",
+                        help=f"run only these scenarios (repeatable or comma-separated): {', '.join(names)}")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; 1 with --quick)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results and samples as JSON")
+    parser.add_argument("--no-reference-cache", action="store_true",
+                        help="run Distribution without its in-memory blob descriptor cache (on in its shipped config)")
+    args = parser.parse_args(argv)
+    args.only = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
+    unknown = sorted(set(args.only) - set(names))
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = Sizes.quick() if args.quick else Sizes()
+    rounds = args.rounds or (1 if args.quick else 3)
+    scenarios = [s for s in all_scenarios(sizes) if not args.only or s.name in args.only]
+    results = {m.key: Result(m) for s in scenarios for m in s.metrics}
+    errors: dict[str, str] = {}
+
+    # SIGTERM unwinds like Ctrl-C, so the servers and temp files go in the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = Path(tempfile.mkdtemp(prefix="registry-bench-"))
+    cached = not args.no_reference_cache
+    sides = {name: Side(name, workdir / "servers", cached_reference=cached) for name in SIDES}
+    started = time.monotonic()
+    try:
+        ctx = Context(workdir, sizes)
+        log(f"bench: {'QUICK smoke check, ' if args.quick else ''}{rounds} round(s), temp dir {workdir}")
+        for scenario in scenarios:
+            scenario.prepare(ctx)
+        if ctx.generated:
+            log(f"generated blob files of {', '.join(f'{size // MiB} MiB' for size in ctx.generated)}")
+        for scenario in scenarios:
+            log(f"[{scenario.name}] {scenario.description}")
+            try:
+                run_scenario(scenario, sides, ctx, rounds, results)
+            except Exception as exc:  # one broken scenario must not hide the others' figures
+                errors[scenario.name] = f"{type(exc).__name__}: {exc}"
+                log(traceback.format_exc())
+    finally:
+        for side in sides.values():
+            side.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    elapsed = time.monotonic() - started
+    print()
+    meta = metadata(sizes, rounds, cached)
+    print(f"registry benchmark: ours ({meta['ours']}) vs Distribution {meta['reference'].split()[-1]} "
+          f"(blob descriptor cache {'on' if cached else 'off'}), {rounds} round(s), "
+          f"{'median' if rounds > 1 else 'single run'}; {os.cpu_count()} CPUs; {elapsed:.0f} s")
+    if args.quick:
+        print("QUICK mode: reduced sizes, one round; figures are a smoke check, not results")
+    print("ours/ref: higher is better, except for memory (lower is better). It is the median of the rounds' "
+          "own ratios\n(each round runs the two back to back); memory rows show the worst round, "
+          "and their target is absolute.")
+    print()
+    print(table(list(results.values())))
+    for name, error in errors.items():
+        print(f"\nERROR in scenario {name}: {error}")
+    if args.json:
+        document = {"meta": meta, "elapsed_seconds": elapsed,
+                    "results": [r.as_json() for r in results.values()], "errors": errors}
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+        print(f"\nresults written to {args.json}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""The scenarios: what each one sets up on a server, what it times, and the target for our figure."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import ops, wrk
+from .httpclient import Connection
+from .ops import BlobFile
+from .procs import RssSampler, Side
+
+MB = 1_000_000
+MiB = 1 << 20
+WARMUP_PUSHES = 200
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool = True
+    target_ratio: float | None = None  # ours / reference must reach this
+    max_ours: float | None = None  # or: our figure must stay under this
+    aggregate: str = "median"  # how rounds combine: "median", or "max" for peaks
+
+
+@dataclass(frozen=True)
+class Sizes:
+    big: int = 512 * MiB
+    chunk: int = 16 * MiB
+    pull_clients: int = 8
+    small_count: int = 2000
+    small_size: int = 1024
+    small_threads: int = 8
+    tags: int = 1000
+    repos: int = 1000
+    rss_size: int = 2048 * MiB
+    rss_limit_mib: float = 150
+    wrk_seconds: float = 10
+    wrk_connections: int = 64
+    list_seconds: float = 5
+    list_connections: int = 8
+
+    @classmethod
+    def quick(cls) -> "Sizes":
+        return cls(big=64 * MiB, small_count=200, tags=100, repos=100, rss_size=256 * MiB,
+                   wrk_seconds=2, list_seconds=2)
+
+
+class Context:
+    """What scenarios share: sizes, and blob files generated once in a temp dir."""
+
+    def __init__(self, workdir: Path, sizes: Sizes) -> None:
+        self.workdir = workdir
+        self.sizes = sizes
+        self._blobs: dict[int, BlobFile] = {}
+
+    @property
+    def generated(self) -> list[int]:
+        return sorted(self._blobs)
+
+    def blob(self, size: int) -> BlobFile:
+        """A file of `size` incompressible bytes (a 64 MiB random pool, each copy numbered),
+        written and hashed on first use only."""
+        if size not in self._blobs:
+            path = self.workdir / f"blob-{size}.bin"
+            sha = hashlib.sha256()
+            pool = os.urandom(64 * MiB)
+            with open(path, "wb") as f:
+                written = 0
+                while written < size:
+                    block = (written // len(pool)).to_bytes(8, "big") + pool[8:min(len(pool), size - written)]
+                    block = block[:size - written]
+                    f.write(block)
+                    sha.update(block)
+                    written += len(block)
+            self._blobs[size] = BlobFile(str(path), size, "sha256:" + sha.hexdigest())
+        return self._blobs[size]
+
+
+def connect(side: Side) -> Connection:
+    return Connection("127.0.0.1", side.port)
+
+
+def timed(action: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def in_threads(count: int, work: Callable[[int], None]) -> float:
+    """Run work(0..count-1) in threads released together; seconds until the last one ends."""
+    barrier = threading.Barrier(count + 1)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            work(index)
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+class Scenario:
+    name = ""
+    description = ""
+    metrics: tuple[Metric, ...] = ()
+    #: start each server anew for every round (pushes land on an empty store; VmHWM is this round's)
+    fresh_per_round = False
+
+    def prepare(self, ctx: Context) -> None:
+        """Untimed work done once before any server starts (generating files)."""
+
+    def setup(self, side: Side, ctx: Context) -> Any:
+        """Untimed work on a freshly started server; returns what measure() needs."""
+        return None
+
+    def measure(self, side: Side, state: Any, round_index: int, ctx: Context) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class MonolithicPush(Scenario):
+    name = "push"
+    description = "monolithic push of the big blob: POST, then one PUT streaming the file"
+    fresh_per_round = True
+
+    def __init__(self, sizes: Sizes) -> None:
+        self.metrics = (Metric("push", f"monolithic push {sizes.big // MiB} MiB", "MB/s", target_ratio=2.0),)
+
+    def prepare(self, ctx: Context) -> None:
+        ctx.blob(ctx.sizes.big)
+
+    def measure(self, side: Side, state: Any, round_index: int, ctx: Context) -> dict[str, float]:
+        blob = ctx.blob(ctx.sizes.big)
+        os.sync()
+        with connect(side) as conn:
+            seconds = timed(lambda: ops.push_file_monolithic(conn, "bench/big", blob))
+        return {"push": blob.size / MB / seconds}
+
+
+class ChunkedPush(Scenario):
+    name = "chunked"
+    description = "chunked push of the big blob: POST, PATCHes with Content-Range, PUT"
+    fresh_per_round = True
+
+    def __init__(self, sizes: Sizes) -> None:
+        label = f"chunked push {sizes.big // MiB} MiB ({sizes.chunk // MiB} MiB PATCHes)"
+        self.metrics = (Metric("chunked", label, "MB/s", target_ratio=2.0),)
+
+    def prepare(self, ctx: Context) -> None:
+        ctx.blob(ctx.sizes.big)
+
+    def measure(self, side: Side, state: Any, round_index: int, ctx: Context) -> dict[str, float]:
+        blob = ctx.blob(ctx.sizes.big)
+        os.sync()
+        with connect(side) as conn:
+            seconds = timed(lambda: ops.push_file_chunked(conn, "bench/big", blob, ctx.sizes.chunk))
+        return {"chunked": blob.size / MB / seconds}
+
+
+class Pull(Scenario):
+    name = "pull"
+    description = "GET of the big blob by 1 client, then by N concurrent clients; bytes discarded"
+    REPEAT_ONE = 4
+    REPEAT_MANY = 2
+
+    def __init__(self, sizes: Sizes) -> None:
+        mib = sizes.big // MiB
+        self.metrics = (
+            Metric("pull1", f"pull {mib} MiB, 1 client", "MB/s", target_ratio=1.0),
+            Metric("pullN", f"pull {mib} MiB, {sizes.pull_clients} clients (aggregate)", "MB/s", target_ratio=1.0),
+        )
+
+    def prepare(self, ctx: Context) -> None:
+        ctx.blob(ctx.sizes.big)
+
+    def setup(self, side: Side, ctx: Context) -> Any:
+        blob = ctx.blob(ctx.sizes.big)
+        with connect(side) as conn:
+            ops.push_file_monolithic(conn, "bench/big", blob)
+            ops.pull_verified(conn, "bench/big", blob)
+        return blob
+
+    def measure(self, side: Side, blob: BlobFile, round_index: int, ctx: Context) -> dict[str, float]:
+        clients = ctx.sizes.pull_clients
+        conns = [connect(side) for _ in range(clients)]
+
+        def pulls(index: int, times: int) -> None:
+            for _ in range(times):
+                ops.pull(conns[index], "bench/big", blob.digest, blob.size)
+
+        try:  # several pulls per figure: one pull of a cached blob is too short to time steadily
+            one = in_threads(1, lambda i: pulls(i, self.REPEAT_ONE))
+            many = in_threads(clients, lambda i: pulls(i, self.REPEAT_MANY))
+        finally:
+            for conn in conns:
+                conn.close()
+        return {"pull1": self.REPEAT_ONE * blob.size / MB / one,
+                "pullN": self.REPEAT_MANY * clients * blob.size / MB / many}
+
+
+def push_image(side: Side, repo: str, tag: str) -> tuple[bytes, str]:
+    """A small image (config, one 1 KiB layer, manifest); returns the manifest and the layer's digest."""
+    config = b'{"architecture":"amd64","os":"linux"}'
+    layer = os.urandom(1024)
+    manifest = ops.image_manifest(config, [layer])
+    with connect(side) as conn:
+        for data in (config, layer):
+            ops.push_small(conn, repo, data, ops.digest_of(data), single_post=False)
+        ops.put_manifest(conn, repo, tag, manifest)
+    return manifest, ops.digest_of(layer)
+
+
+class ManifestGet(Scenario):
+    name = "manifest"
+    description = "GET of a manifest by tag, OCI Accept header, wrk at high concurrency"
+
+    def __init__(self, sizes: Sizes) -> None:
+        label = f"manifest GET, wrk -c{sizes.wrk_connections}"
+        self.metrics = (Metric("manifest", label, "req/s", target_ratio=3.0),)
+
+    def setup(self, side: Side, ctx: Context) -> Any:
+        manifest, _ = push_image(side, "bench/app", "latest")
+        with connect(side) as conn:
+            got = conn.request("GET", "/v2/bench/app/manifests/latest", {"Accept": ops.OCI_MANIFEST})
+        if got.body != manifest:
+            raise RuntimeError(f"{side.name} served a different manifest")
+        return None
+
+    def measure(self, side: Side, state: Any, round_index: int, ctx: Context) -> dict[str, float]:
+        rate = wrk.requests_per_second(f"{side.url}/v2/bench/app/manifests/latest", "GET",
+                                       {"Accept": ops.OCI_MANIFEST}, ctx.sizes.wrk_connections,
+                                       seconds=ctx.sizes.wrk_seconds)
+        return {"manifest": rate}
+
+
+class BlobHead(Scenario):
+    name = "head"
+    description = "HEAD of the empty blob, wrk at high concurrency (wrk 4.1 hangs on a HEAD with a body length)"
+    #: wrk 4.1 waits for a body after a HEAD reply whose Content-Length is not 0 and so completes
+    #: no request; the empty blob (Content-Length: 0) costs the servers the same lookups
+    EMPTY = b""
+
+    def __init__(self, sizes: Sizes) -> None:
+        self.metrics = (Metric("head", f"blob HEAD (empty blob), wrk -c{sizes.wrk_connections}", "req/s"),)
+
+    def setup(self, side: Side, ctx: Context) -> Any:
+        digest = ops.digest_of(self.EMPTY)
+        with connect(side) as conn:
+            ops.push_small(conn, "bench/app", self.EMPTY, digest, single_post=False)
+            r = ops.expect(conn.request("HEAD", f"/v2/bench/app/blobs/{digest}"), 200)
+        if r.header("docker-content-digest") != digest:
+            raise RuntimeError(f"{side.name} answered HEAD without the blob's digest")
+        return digest
+
+    def measure(self, side: Side, digest: str, round_index: int, ctx: Context) -> dict[str, float]:
+        rate = wrk.requests_per_second(f"{side.url}/v2/bench/app/blobs/{digest}", "HEAD", {},
+                                       ctx.sizes.wrk_connections, seconds=ctx.sizes.wrk_seconds)
+        return {"head": rate}
+
+
+class SmallPushes(Scenario):
+    name = "small"
+    description = "many small blob pushes from concurrent clients"
+
+    def __init__(self, sizes: Sizes) -> None:
+        what = f"{sizes.small_count} x {sizes.small_size} B blob pushes, {sizes.small_threads} clients"
+        self.metrics = (
+            Metric("small", f"{what}, best protocol", "pushes/s", target_ratio=2.0),
+            Metric("small2", f"{what}, POST+PUT on both", "pushes/s"),
+        )
+
+    def setup(self, side: Side, ctx: Context) -> Any:
+        with connect(side) as conn:
+            single_post = ops.supports_single_post(conn, "bench/small")
+        # warm up (thread pools, allocator, Go's GC pacing) so round 1 is not the cold one
+        warmup = self.blobs(ctx, -1, "warmup")[:WARMUP_PUSHES]
+        self.push_all(side, warmup, single_post, ctx.sizes.small_threads)
+        self.push_all(side, warmup[::-1], False, ctx.sizes.small_threads)  # already stored: still a full push
+        return single_post
+
+    def blobs(self, ctx: Context, round_index: int, kind: str) -> list[tuple[bytes, str]]:
+        """The same fresh set for both servers in a round; never pushed before to either."""
+        rng = hashlib.sha256(f"{round_index}-{kind}".encode()).digest()
+        out = []
+        for i in range(ctx.sizes.small_count):
+            data = (rng + i.to_bytes(8, "big")) * (ctx.sizes.small_size // 40 + 1)
+            data = data[:ctx.sizes.small_size]
+            out.append((data, ops.digest_of(data)))
+        return out
+
+    def push_all(self, side: Side, blobs: list[tuple[bytes, str]], single_post: bool, threads: int) -> float:
+        conns = [connect(side) for _ in range(threads)]
+
+        def work(index: int) -> None:
+            for data, digest in blobs[index::threads]:
+                ops.push_small(conns[index], "bench/small", data, digest, single_post)
+
+        try:
+            seconds = in_threads(threads, work)
+        finally:
+            for conn in conns:
+                conn.close()
+        return len(blobs) / seconds
+
+    def measure(self, side: Side, single_post: bool, round_index: int, ctx: Context) -> dict[str, float]:
+        threads = ctx.sizes.small_threads
+        best = self.push_all(side, self.blobs(ctx, round_index, "best"), single_post, threads)
+        two_step = self.push_all(side, self.blobs(ctx, round_index, "two-step"), False, threads)
+        return {"small": best, "small2": two_step}
+
+
+class Listing(Scenario):
+    name = "listing"
+    description = "tags/list of a repository with many tags, and the catalog of many repositories"
+
+    def __init__(self, sizes: Sizes) -> None:
+        c = sizes.list_connections
+        self.metrics = (
+            Metric("tags", f"tags/list, {sizes.tags} tags, no n, wrk -c{c}", "req/s"),
+            Metric("tags_n", f"tags/list?n={sizes.tags}, wrk -c{c}", "req/s"),
+            Metric("catalog", f"_catalog?n={sizes.repos}, {sizes.repos} repos, wrk -c{c}", "req/s"),
+        )
+
+    def setup(self, side: Side, ctx: Context) -> Any:
+        s = ctx.sizes
+        repos = [f"bench/r{i:04d}" for i in range(s.repos)]
+        manifest, layer = push_image(side, repos[0], "t0000")
+        config = b'{"architecture":"amd64","os":"linux"}'
+        threads = 8
+
+        def tag(index: int) -> None:
+            with connect(side) as conn:
+                for i in range(index, s.tags, threads):
+                    ops.put_manifest(conn, repos[0], f"t{i:04d}", manifest)
+
+        def fill(index: int) -> None:
+            with connect(side) as conn:
+                for repo in repos[1 + index::threads]:
+                    ops.mount(conn, repo, ops.digest_of(config), repos[0])
+                    ops.mount(conn, repo, layer, repos[0])
+                    ops.put_manifest(conn, repo, "latest", manifest)
+
+        in_threads(threads, tag)
+        in_threads(threads, fill)
+        with connect(side) as conn:
+            tags = ops.get_json(conn, f"/v2/{repos[0]}/tags/list")["tags"]  # type: ignore[index]
+            tags_n = ops.get_json(conn, f"/v2/{repos[0]}/tags/list?n={s.tags}")["tags"]  # type: ignore[index]
+            catalog = ops.get_json(conn, f"/v2/_catalog?n={s.repos}")["repositories"]  # type: ignore[index]
+        if len(tags) != s.tags or len(tags_n) != s.tags or sorted(catalog) != repos:
+            raise RuntimeError(f"{side.name} lists {len(tags)}/{len(tags_n)} tags and {len(catalog)} repositories")
+        return repos[0]
+
+    def measure(self, side: Side, repo: str, round_index: int, ctx: Context) -> dict[str, float]:
+        s = ctx.sizes
+
+        def rate(path: str) -> float:
+            return wrk.requests_per_second(side.url + path, "GET", {}, s.list_connections, seconds=s.list_seconds)
+
+        return {
+            "tags": rate(f"/v2/{repo}/tags/list"),
+            "tags_n": rate(f"/v2/{repo}/tags/list?n={s.tags}"),
+            "catalog": rate(f"/v2/_catalog?n={s.repos}"),
+        }
+
+
+class PushMemory(Scenario):
+    name = "rss"
+    description = "peak resident memory of the server process tree while it takes a huge blob"
+    fresh_per_round = True
+
+    def __init__(self, sizes: Sizes) -> None:
+        gib = sizes.rss_size / (1 << 30)
+        self.metrics = (
+            Metric("rss", f"peak RSS, {gib:g} GiB monolithic push", "MiB", higher_is_better=False,
+                   max_ours=sizes.rss_limit_mib, aggregate="max"),
+            Metric("rss_chunked", f"peak RSS, {gib:g} GiB chunked push", "MiB", higher_is_better=False,
+                   max_ours=sizes.rss_limit_mib, aggregate="max"),
+        )
+
+    def prepare(self, ctx: Context) -> None:
+        ctx.blob(ctx.sizes.rss_size)
+
+    def measure(self, side: Side, state: Any, round_index: int, ctx: Context) -> dict[str, float]:
+        blob = ctx.blob(ctx.sizes.rss_size)
+        os.sync()
+        with RssSampler(side.pid) as mono, connect(side) as conn:
+            ops.push_file_monolithic(conn, "bench/huge", blob)
+        side.start()  # a new process, so that its high-water mark is the chunked push's alone
+        os.sync()
+        with RssSampler(side.pid) as chunked, connect(side) as conn:
+            ops.push_file_chunked(conn, "bench/huge", blob, ctx.sizes.chunk)
+        return {"rss": mono.peak_mib, "rss_chunked": chunked.peak_mib}
+
+
+def all_scenarios(sizes: Sizes) -> list[Scenario]:
+    return [MonolithicPush(sizes), ChunkedPush(sizes), Pull(sizes), ManifestGet(sizes), BlobHead(sizes),
+            SmallPushes(sizes), Listing(sizes), PushMemory(sizes)]
