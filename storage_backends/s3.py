@@ -104,7 +104,8 @@ class S3Backend(StorageBackend):
             aws_secret_access_key=settings.secretkey,
             use_ssl=settings.secure,
             config=BotoConfig(
-                retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+                # botocore's "max_attempts" counts retries only; ours counts tries, as the README says
+                retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
                 s3={"addressing_style": "path" if settings.forcepathstyle else "auto"},
                 max_pool_connections=settings.max_threads,
                 connect_timeout=settings.timeout,
@@ -213,28 +214,42 @@ class S3Backend(StorageBackend):
                 break
 
     async def _read_range(self, key: str, start: int, count: int) -> AsyncIterator[bytes]:
-        response = await self._call(
-            self._client.get_object, Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + count - 1}"
-        )
-        body = response["Body"]
-        try:
-            while True:
-                chunk = await self._call(body.read, READ_CHUNK)
-                if not chunk:
-                    break
-                yield chunk
-        finally:
-            body.close()
+        """Bytes [start, start + count) of one object. botocore retries a GET that fails, not a body
+        cut off halfway: that is asked for again from the byte reached (max_attempts tries in all)."""
+        position, end, attempt = start, start + count, 1
+        while position < end:
+            response = await self._call(
+                self._client.get_object, Bucket=self.bucket, Key=key, Range=f"bytes={position}-{end - 1}"
+            )
+            body = response["Body"]
+            try:
+                while position < end:
+                    try:
+                        chunk = await self._call(body.read, READ_CHUNK)
+                    except StorageError:
+                        if attempt >= self.settings.max_attempts:
+                            raise
+                        attempt += 1
+                        break
+                    if not chunk:
+                        raise StorageError(f"S3 object {key} ended at byte {position}, not {end}")
+                    position += len(chunk)
+                    yield chunk
+            finally:
+                body.close()
 
     async def read_bytes(self, path: str) -> bytes:
         key = self._key(path)
         try:
             response = await self._call(self._client.get_object, Bucket=self.bucket, Key=key)
-            return await self._call(response["Body"].read)
         except ClientError as exc:
             if not _is_missing(exc):
                 raise
-        return b"".join([chunk async for chunk in self.read(path)])
+            return b"".join([chunk async for chunk in self.read(path)])  # segments, or PathNotFound
+        try:
+            return await self._call(response["Body"].read)
+        except StorageError:  # cut off mid-body: read() resumes where it stops
+            return b"".join([chunk async for chunk in self.read(path)])
 
     async def write_bytes(self, path: str, data: bytes) -> None:
         key = self._key(path)

@@ -105,3 +105,22 @@ def blob_file(root: Path, digest: str) -> Path:
     """Where the filesystem layout keeps a blob's data."""
     algorithm, hex_ = digest.split(":")
     return root / "docker/registry/v2/blobs" / algorithm / hex_[:2] / hex_ / "data"
+
+
+def fetch_blob(client: RegistryClient, repo: str, digest: str, headers: dict[str, str] | None = None,
+               stream: bool = False) -> requests.Response:
+    """GET a blob as pulling clients do: a 307 to the storage (S3's presigned URL) is followed, once,
+    with the same headers (Range too). The registry's own answer is then `registry_answer(r)`."""
+    r = client.request("GET", f"/v2/{repo}/blobs/{digest}", headers=headers, stream=stream, allow_redirects=True)
+    assert [h.status_code for h in r.history] in ([], [307]), [h.status_code for h in r.history]
+    if r.history:
+        first = r.history[0]
+        assert first.headers["Docker-Content-Digest"] == digest
+        assert first.content == b""
+        assert r.url == first.headers["Location"]
+    return r
+
+
+def registry_answer(response: requests.Response) -> requests.Response:
+    """The registry's response to a request whose redirect was followed (fetch_blob)."""
+    return response.history[0] if response.history else response

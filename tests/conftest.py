@@ -1,22 +1,78 @@
-"""Fixtures: registry processes on random loopback ports, each with its own data directory."""
+"""Fixtures: registry processes on random loopback ports, each with its own data directory or S3 bucket.
+
+The shared `registry` runs once per storage backend (test ids end in [filesystem]
+or [s3]); the S3 one redirects blob GETs to presigned URLs, as in production.
+"""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from .servers import ReferenceRegistry, RegistryServer
 from .client import RegistryClient
+from .s3 import new_bucket, s3_config
+from .servers import MotoServer, ReferenceRegistry, RegistryServer
+
+BACKENDS = ["filesystem", "s3"]
+#: where in its bucket an S3 registry keeps its tree (deployments rarely use the bucket's top)
+S3_ROOT = "/registry"
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    """One registry for the session; tests use repository names of their own."""
-    base = tmp_path_factory.mktemp("registry")
-    with RegistryServer(base / "data", base / "server.log") as server:
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One S3 endpoint per test session (per xdist worker); every user takes a fresh bucket."""
+    base = tmp_path_factory.mktemp("moto")
+    with MotoServer(base, base / "moto.log") as server:
         yield server
+
+
+def s3_registry_config(moto: MotoServer, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config, storing in a fresh bucket of the moto server."""
+    merged = copy.deepcopy(config or {})
+    storage = merged.setdefault("storage", {})
+    storage["s3"] = {**s3_config(moto, new_bucket(moto), rootdirectory=S3_ROOT), **storage.get("s3", {})}
+    return merged
+
+
+def _start_shared(tmp_path_factory: pytest.TempPathFactory, name: str,
+                  config: dict[str, Any] | None) -> RegistryServer:
+    base = tmp_path_factory.mktemp(name)
+    return RegistryServer(base / "data", base / "server.log", config).start()
+
+
+@pytest.fixture(scope="session")
+def filesystem_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    server = _start_shared(tmp_path_factory, "registry-filesystem", None)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_registry(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[RegistryServer]:
+    """On a bucket of its own, redirecting blob GETs (the default)."""
+    server = _start_shared(tmp_path_factory, "registry-s3", s3_registry_config(moto))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_streaming_registry(tmp_path_factory: pytest.TempPathFactory,
+                          s3_registry: RegistryServer) -> Iterator[RegistryServer]:
+    """A second replica on s3_registry's bucket with storage.redirect.disable: it serves blob bytes itself."""
+    config = copy.deepcopy(s3_registry.config or {})
+    config["storage"]["redirect"] = {"disable": True}
+    server = _start_shared(tmp_path_factory, "registry-s3-streaming", config)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def registry(request: pytest.FixtureRequest) -> RegistryServer:
+    """One registry per backend for the session; tests use repository names of their own."""
+    return request.getfixturevalue(f"{request.param}_registry")
 
 
 @pytest.fixture
@@ -24,13 +80,25 @@ def client(registry: RegistryServer) -> RegistryClient:
     return RegistryClient(registry.url)
 
 
+@pytest.fixture(params=BACKENDS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    """For tests on private registries (make_registry(backend=...)) that should run on every backend."""
+    return request.param
+
+
 @pytest.fixture
-def make_registry(tmp_path: Path) -> Iterator[Callable[..., RegistryServer]]:
-    """Start registries with their own config; each is stopped when the test ends."""
+def make_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., RegistryServer]]:
+    """Start registries with their own config; each is stopped when the test ends.
+
+    backend="s3" stores in a fresh bucket; to share a store, pass another server's root and config.
+    """
     started: list[RegistryServer] = []
 
-    def make(root: Path | None = None, config: dict | None = None, args: list[str] | None = None) -> RegistryServer:
+    def make(root: Path | None = None, config: dict | None = None, args: list[str] | None = None,
+             backend: str = "filesystem") -> RegistryServer:
         index = len(started)
+        if backend == "s3":
+            config = s3_registry_config(request.getfixturevalue("moto"), config)
         server = RegistryServer(root or tmp_path / f"data{index}", tmp_path / f"server{index}.log", config, args)
         started.append(server)
         return server.start()

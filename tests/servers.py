@@ -15,6 +15,8 @@ from pathlib import Path
 import requests
 import yaml
 
+from .store_view import StoreView, store_view
+
 REFERENCE_BINARY = "/usr/bin/docker-registry"
 
 
@@ -100,6 +102,24 @@ class RegistryServer(ServerProcess):
         super().__init__(root, log_path)
         self.config = config
         self.args = args or []
+        self._store: StoreView | None = None
+
+    @property
+    def backend(self) -> str:
+        return "s3" if ((self.config or {}).get("storage") or {}).get("s3") else "filesystem"
+
+    @property
+    def store(self) -> StoreView:
+        """What the registry stored, read directly from its directory or bucket."""
+        if self._store is None:
+            self._store = store_view(self.root, self.config)
+        return self._store
+
+    @property
+    def redirects(self) -> bool:
+        """Whether blob GETs answer 307 to the storage (S3 unless storage.redirect.disable)."""
+        storage = (self.config or {}).get("storage") or {}
+        return self.backend == "s3" and not (storage.get("redirect") or {}).get("disable", False)
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "registry", "serve", "--addr", self.host, "--root", str(self.root)]

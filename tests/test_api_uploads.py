@@ -1,6 +1,7 @@
 """/v2/<name>/blobs/uploads/ over a real socket: every way the spec lets a client push a
 blob (monolithic, POST-then-PUT, streamed, chunked, mounted), their errors, and what
-they leave in the store (one copy of each blob, links per repository, no stray uploads)."""
+they leave in the store (one copy of each blob, links per repository, no stray uploads).
+Every test runs on the filesystem and on S3; the store is read with tests/store_view.py."""
 
 from __future__ import annotations
 
@@ -11,33 +12,28 @@ import socket
 import time
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 import requests
 
-from .client import RegistryClient, assert_error, blob_file, digest_of, unique_repo
+from .client import RegistryClient, assert_error, digest_of, fetch_blob, unique_repo
 from .servers import RegistryServer
+from .store_view import BLOBS, StoreView, blob_path, layer_link_path, uploads_path
 
-REPOSITORIES = "docker/registry/v2/repositories"
 UUID_SHAPE = "01234567-89ab-cdef-0123-456789abcdef"
 
 
-def stored_copies(root: Path, digest: str) -> list[Path]:
+def stored_copies(store: StoreView, digest: str) -> list[str]:
     """Every file in the blob store that holds this digest's data (dedup means at most one)."""
     hex_ = digest.split(":")[1]
-    return [p for p in (root / "docker/registry/v2/blobs").rglob("*") if p.is_file() and hex_ in str(p)]
+    return [path for path in store.keys(BLOBS) if hex_ in path]
 
 
-def layer_link(root: Path, repo: str, digest: str) -> Path:
-    algorithm, hex_ = digest.split(":")
-    return root / REPOSITORIES / repo / "_layers" / algorithm / hex_ / "link"
-
-
-def leftover_uploads(root: Path, repo: str) -> list[str]:
-    uploads = root / REPOSITORIES / repo / "_uploads"
-    return sorted(p.name for p in uploads.iterdir()) if uploads.exists() else []
+def leftover_uploads(store: StoreView, repo: str) -> list[str]:
+    """The upload sessions (directories under _uploads) the repository still has."""
+    prefix = uploads_path(repo) + "/"
+    return sorted({path[len(prefix):].split("/")[0] for path in store.keys(prefix)})
 
 
 def upload_range(size: int) -> str:
@@ -63,7 +59,7 @@ def assert_created(response: requests.Response, repo: str, digest: str) -> None:
 
 def assert_served(client: RegistryClient, repo: str, data: bytes, digest: str | None = None) -> None:
     digest = digest or digest_of(data)
-    r = client.request("GET", f"/v2/{repo}/blobs/{digest}")
+    r = fetch_blob(client, repo, digest)
     assert r.status_code == 200, r.text
     assert r.content == data
 
@@ -95,8 +91,8 @@ def test_monolithic_post(client: RegistryClient, registry: RegistryServer) -> No
     r = client.request("POST", f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, data=data,
                        headers={"Content-Type": "application/octet-stream"})
     assert_created(r, repo, digest)
-    assert client.request("GET", r.headers["Location"]).content == data
-    assert leftover_uploads(registry.root, repo) == []
+    assert fetch_blob(client, repo, digest).content == data
+    assert leftover_uploads(registry.store, repo) == []
 
 
 def test_monolithic_post_with_wrong_digest_stores_nothing(client: RegistryClient, registry: RegistryServer) -> None:
@@ -107,8 +103,8 @@ def test_monolithic_post_with_wrong_digest_stores_nothing(client: RegistryClient
     assert_error(r, 400, "DIGEST_INVALID")
     for digest in (claimed, digest_of(data)):
         assert_error(client.request("GET", f"/v2/{repo}/blobs/{digest}"), 404, "BLOB_UNKNOWN")
-        assert stored_copies(registry.root, digest) == []
-    assert leftover_uploads(registry.root, repo) == []
+        assert stored_copies(registry.store, digest) == []
+    assert leftover_uploads(registry.store, repo) == []
 
 
 @pytest.mark.parametrize(
@@ -131,28 +127,29 @@ def test_post_with_invalid_digest_or_algorithm_is_400(
     r = client.request("POST", f"/v2/{repo}/blobs/uploads/", params={param: value}, data=data)
     assert_error(r, 400, "DIGEST_INVALID")
     assert_error(client.request("GET", f"/v2/{repo}/blobs/{digest_of(data)}"), 404, "BLOB_UNKNOWN")
-    assert leftover_uploads(registry.root, repo) == []
+    assert leftover_uploads(registry.store, repo) == []
 
 
 def test_monolithic_post_cut_short_leaves_no_upload(client: RegistryClient, registry: RegistryServer) -> None:
     """A client that disconnects mid-body never learns the session id, so the session must not linger."""
     repo = unique_repo("uploads")
-    data = os.urandom(100_000)
+    data = os.urandom(12 << 20)
+    sent = 11 << 20  # past the S3 backend's part size (10 MiB): there too, something has been stored
     head = (
         f"POST /v2/{repo}/blobs/uploads/?digest={digest_of(data)} HTTP/1.1\r\n"
         f"Host: {registry.host}\r\nContent-Type: application/octet-stream\r\n"
         f"Content-Length: {len(data)}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", registry.port), timeout=10) as s:
-        s.sendall(head + data[:1000])
+        s.sendall(head + data[:sent])
         deadline = time.monotonic() + 10
-        while not leftover_uploads(registry.root, repo):  # the server has started the session
+        while not leftover_uploads(registry.store, repo):  # the server has started storing the upload
             assert time.monotonic() < deadline, "the server never started the upload"
             time.sleep(0.02)
     deadline = time.monotonic() + 10
-    while leftover_uploads(registry.root, repo) and time.monotonic() < deadline:
+    while leftover_uploads(registry.store, repo) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert leftover_uploads(registry.root, repo) == []
+    assert leftover_uploads(registry.store, repo) == []
     assert_error(client.request("GET", f"/v2/{repo}/blobs/{digest_of(data)}"), 404, "BLOB_UNKNOWN")
 
 
@@ -166,9 +163,9 @@ def test_mount_from_another_repository(client: RegistryClient, registry: Registr
     r = client.request("POST", f"/v2/{target}/blobs/uploads/", params={"mount": digest, "from": source})
     assert_created(r, target, digest)
     assert_served(client, target, data)
-    assert layer_link(registry.root, target, digest).read_text() == digest
-    assert len(stored_copies(registry.root, digest)) == 1
-    assert leftover_uploads(registry.root, target) == []
+    assert registry.store.read(layer_link_path(target, digest)) == digest.encode()
+    assert len(stored_copies(registry.store, digest)) == 1
+    assert leftover_uploads(registry.store, target) == []
 
 
 def test_mount_without_from_finds_a_stored_blob(client: RegistryClient) -> None:
@@ -234,7 +231,7 @@ def test_streamed_patches_then_put(client: RegistryClient, registry: RegistrySer
     r = client.request("PUT", location, params={"digest": digest_of(data)})
     assert_created(r, repo, digest_of(data))
     assert_served(client, repo, data)
-    assert leftover_uploads(registry.root, repo) == []
+    assert leftover_uploads(registry.store, repo) == []
 
 
 def test_chunked_patches_with_content_range_then_put_with_last_chunk(client: RegistryClient) -> None:
@@ -325,7 +322,7 @@ def test_put_after_patch_without_body(client: RegistryClient, registry: Registry
     assert_served(client, repo, data)
     assert_error(client.request("GET", location), 404, "BLOB_UPLOAD_UNKNOWN")
     assert_error(client.request("PATCH", location, data=b"more"), 404, "BLOB_UPLOAD_UNKNOWN")
-    assert leftover_uploads(registry.root, repo) == []
+    assert leftover_uploads(registry.store, repo) == []
 
 
 def test_digest_mismatch_discards_the_upload(client: RegistryClient, registry: RegistryServer) -> None:
@@ -339,8 +336,8 @@ def test_digest_mismatch_discards_the_upload(client: RegistryClient, registry: R
     assert_error(client.request("GET", location), 404, "BLOB_UPLOAD_UNKNOWN")
     for digest in (claimed, digest_of(data)):
         assert_error(client.request("GET", f"/v2/{repo}/blobs/{digest}"), 404, "BLOB_UNKNOWN")
-        assert stored_copies(registry.root, digest) == []
-    assert leftover_uploads(registry.root, repo) == []
+        assert stored_copies(registry.store, digest) == []
+    assert leftover_uploads(registry.store, repo) == []
 
 
 @pytest.mark.parametrize("params", [{}, {"digest": ""}])
@@ -379,8 +376,8 @@ def test_sha512_uploads(client: RegistryClient, registry: RegistryServer) -> Non
         r = client.request("PUT", location, params={"digest": digest}, data=data[4000:])
         assert_created(r, repo, digest)
         assert_served(client, repo, data, digest)
-    assert blob_file(registry.root, digest).read_bytes() == data
-    assert len(stored_copies(registry.root, digest)) == 1
+    assert registry.store.read(blob_path(digest)) == data
+    assert len(stored_copies(registry.store, digest)) == 1
 
 
 # --- status, cancel, unknown sessions ------------------------------------------------------------
@@ -395,7 +392,7 @@ def test_cancel_upload(client: RegistryClient, registry: RegistryServer) -> None
     assert_error(client.request("GET", location), 404, "BLOB_UPLOAD_UNKNOWN")
     assert_error(client.request("DELETE", location), 404, "BLOB_UPLOAD_UNKNOWN")
     assert_error(client.request("PUT", location, params={"digest": digest_of(b"")}), 404, "BLOB_UPLOAD_UNKNOWN")
-    assert leftover_uploads(registry.root, repo) == []
+    assert leftover_uploads(registry.store, repo) == []
 
 
 @pytest.mark.parametrize("upload_id", ["not-a-uuid", "0" * 36, UUID_SHAPE.upper(), UUID_SHAPE + "0", "..."])
@@ -465,14 +462,14 @@ def test_large_streamed_patch(client: RegistryClient, registry: RegistryServer) 
     assert r.headers["Content-Length"] == str(size)
     pulled = hashlib.sha256()
     received = 0
-    with client.request("GET", f"/v2/{repo}/blobs/{digest}", stream=True) as r:
+    with fetch_blob(client, repo, digest, stream=True) as r:
         assert r.status_code == 200
         for chunk in r.iter_content(LARGE_CHUNK):
             pulled.update(chunk)
             received += len(chunk)
     assert received == size
     assert f"sha256:{pulled.hexdigest()}" == digest
-    assert blob_file(registry.root, digest).stat().st_size == size
+    assert registry.store.size(blob_path(digest)) == size
 
 
 # --- deduplication ------------------------------------------------------------------------------
@@ -490,11 +487,11 @@ def test_blob_pushed_to_many_repositories_is_stored_once(client: RegistryClient,
     assert_created(client.request("POST", f"/v2/{repos[2]}/blobs/uploads/", params={"mount": digest}), repos[2], digest)
     client.push_blob(repos[3], data)
     client.push_blob(repos[3], data)  # again, into the same repository
-    assert stored_copies(registry.root, digest) == [blob_file(registry.root, digest)]
-    assert blob_file(registry.root, digest).read_bytes() == data
+    assert stored_copies(registry.store, digest) == [blob_path(digest)]
+    assert registry.store.read(blob_path(digest)) == data
     for repo in repos:
-        assert layer_link(registry.root, repo, digest).read_text() == digest
-        assert leftover_uploads(registry.root, repo) == []
+        assert registry.store.read(layer_link_path(repo, digest)) == digest.encode()
+        assert leftover_uploads(registry.store, repo) == []
         assert_served(client, repo, data)
 
 
@@ -530,10 +527,10 @@ def test_concurrent_pushes_of_one_blob(registry: RegistryServer) -> None:
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(push, range(workers)))
     assert results == [[201] if i % 2 == 0 else [202, 202, 202, 201] for i in range(workers)]
-    assert stored_copies(registry.root, digest) == [blob_file(registry.root, digest)]
-    assert blob_file(registry.root, digest).read_bytes() == data
+    assert stored_copies(registry.store, digest) == [blob_path(digest)]
+    assert registry.store.read(blob_path(digest)) == data
     client = RegistryClient(registry.url)
     for repo in repos:
-        assert layer_link(registry.root, repo, digest).read_text() == digest
-        assert leftover_uploads(registry.root, repo) == []
+        assert registry.store.read(layer_link_path(repo, digest)) == digest.encode()
+        assert leftover_uploads(registry.store, repo) == []
         assert_served(client, repo, data)

@@ -95,10 +95,21 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
         raise
     except StorageError as exc:
         log.error("storage failure serving %s %s: %s", request.method, request.path, exc)
+        if _streaming(request):
+            raise
         return error_response(RegistryError("UNAVAILABLE", "storage backend unavailable, try again later"), request)
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
+        if _streaming(request):
+            raise
         return error_response(RegistryError("UNKNOWN", "internal server error"), request)
+
+
+def _streaming(request: web.Request) -> bool:
+    """Whether part of a streamed body is out. An error response then would be read as more of
+    that body (a wrong blob), and the client would wait for the rest: re-raised instead, the
+    error makes aiohttp drop the connection, so the client sees a short body at once."""
+    return request.writer is not None and request.writer.output_size > 0
 
 
 def absolute_locations(base_url: str | None) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:

@@ -73,9 +73,14 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     response = web.StreamResponse(status=status, headers=headers)
     response.content_type = "application/octet-stream"
     response.content_length = count
+    chunks = registry.backend.read(path, offset, count) if request.method == "GET" else None
+    # the first bytes come before the status line: a store that fails from the start is a clean 503
+    first = await anext(chunks, b"") if chunks is not None else b""
     await response.prepare(request)
-    if request.method == "GET":
-        async for chunk in registry.backend.read(path, offset, count):
+    if first:
+        await response.write(first)
+    if chunks is not None:
+        async for chunk in chunks:
             await response.write(chunk)
     await response.write_eof()
     return response

@@ -1,15 +1,15 @@
 """The `backend` fixture: every test in this package runs once per storage backend.
 
 To hold a new backend to the contract, add one entry to FACTORIES: an async
-context manager that yields a fresh, empty backend and cleans up after it
-(an S3 backend would create a unique bucket or key prefix and empty it on exit).
+context manager that, given the test's request (to reach fixtures such as
+tmp_path or the session's moto server), yields a fresh, empty backend.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator
+from typing import AsyncIterator, Callable
 
 import pytest
 
@@ -21,48 +21,36 @@ from ..servers import MotoServer
 
 
 @asynccontextmanager
-async def filesystem_backend(tmp_path: Path) -> AsyncIterator[StorageBackend]:
+async def filesystem_backend(request: pytest.FixtureRequest) -> AsyncIterator[StorageBackend]:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
     yield FilesystemBackend(str(tmp_path / "store"))
 
 
 @asynccontextmanager
-async def memory_backend(tmp_path: Path) -> AsyncIterator[StorageBackend]:
+async def memory_backend(request: pytest.FixtureRequest) -> AsyncIterator[StorageBackend]:
     yield MemoryBackend()
 
 
-_moto: MotoServer | None = None
-
-
 @asynccontextmanager
-async def s3_backend(tmp_path: Path) -> AsyncIterator[StorageBackend]:
-    """A fresh bucket on the session's moto server, under a root directory as deployments use."""
-    assert _moto is not None
-    settings = S3Settings.from_config(s3_config(_moto, new_bucket(_moto), rootdirectory="/registry",
+async def s3_backend(request: pytest.FixtureRequest) -> AsyncIterator[StorageBackend]:
+    """A fresh bucket on the session's moto server (tests/conftest.py), under a root directory as deployments use."""
+    moto: MotoServer = request.getfixturevalue("moto")
+    settings = S3Settings.from_config(s3_config(moto, new_bucket(moto), rootdirectory="/registry",
                                                 chunksize=5 << 20))
     yield S3Backend(settings)
 
 
-FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[StorageBackend]]] = {
+FACTORIES: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[StorageBackend]]] = {
     "filesystem": filesystem_backend,
     "memory": memory_backend,
     "s3": s3_backend,
 }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    global _moto
-    base = tmp_path_factory.mktemp("moto")
-    with MotoServer(base, base / "moto.log") as server:
-        _moto = server
-        yield server
-    _moto = None
-
-
 @pytest.fixture(params=list(FACTORIES))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageBackend]:
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[StorageBackend]:
     """A fresh, empty backend of each kind, closed when the test ends."""
-    async with FACTORIES[request.param](tmp_path) as store:
+    async with FACTORIES[request.param](request) as store:
         try:
             yield store
         finally:
