@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from . import layout
 from .links import delete_quietly
 
 log = logging.getLogger("registry.purging")
+MAX_START_DELAY = 3600.0
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -74,7 +76,12 @@ async def _older_than(backend: StorageBackend, name: str, upload_id: str, cutoff
 
 
 async def purge_forever(backend: StorageBackend, age: float, interval: float, dry_run: bool) -> None:
-    """The background task: purge, then sleep `interval`, until cancelled."""
+    """The background task: purge, then sleep `interval`, until cancelled.
+
+    The first run waits a random part of the interval (at most an hour, as Distribution does),
+    so that replicas started together do not all list the store at once.
+    """
+    await asyncio.sleep(random.uniform(0, min(interval, MAX_START_DELAY)))
     while True:
         try:
             report = await purge_uploads(backend, age, dry_run)

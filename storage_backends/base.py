@@ -132,29 +132,31 @@ class StorageBackend(abc.ABC):
     ) -> list[str]:
         """Directories below path holding an entry named `marker`, as paths relative to path.
 
-        They come in key order, the order S3 lists keys in: a directory `d` sorts as
-        `d/`, so `a-b` comes before `a` ('-' sorts before '/'). Only those after
-        start_after, at most limit of them; directories whose name `skip` accepts are
-        not searched. This generic walk lists directory by directory; a backend with a
-        cheaper way (S3's delimiter listing) overrides it.
+        They come in the order of their marker's key, `<dir>/<marker>/`, which is the order
+        S3 lists keys in: `a-b` comes before `a` ('-' sorts before '/'), and `a/0x` before
+        `a` when the marker is `_manifests` ('0' sorts before '_'). Only those after
+        start_after, at most limit of them; directories whose name `skip` accepts are not
+        searched. This generic walk lists directory by directory; a backend with a cheaper
+        way (S3's delimiter listing) overrides it.
         """
         found: list[str] = []
-        after = None if start_after is None else start_after + "/"
+        after = None if start_after is None else f"{start_after}/{marker}/"
 
         async def walk(relative: str) -> None:
             try:
                 children = await self.list(f"{path}/{relative}".rstrip("/") if path else relative.rstrip("/"))
             except PathNotFound:
                 return
-            if relative and marker in children and (after is None or relative > after):
-                found.append(relative.rstrip("/"))
-            for child in sorted((c for c in children if not skip(c)), key=lambda c: c + "/"):
-                subtree = f"{relative}{child}/"
-                if after is not None and subtree < after and not after.startswith(subtree):
-                    continue
+            entries = [c for c in children if c == marker or not skip(c)]
+            for child in sorted(entries, key=lambda c: c + "/"):
                 if limit is not None and len(found) >= limit:
                     return
-                await walk(subtree)
+                subtree = f"{relative}{child}/"
+                if child == marker:
+                    if relative and (after is None or subtree > after):
+                        found.append(relative.rstrip("/"))
+                elif after is None or subtree > after or after.startswith(subtree):
+                    await walk(subtree)
 
         await walk("")
         return found[:limit] if limit is not None else found

@@ -407,8 +407,7 @@ class S3Backend(StorageBackend):
 
     async def _compose(self, pieces: list[_Piece], dst_key: str) -> None:
         total = sum(p.size for p in pieces)
-        part_size = max(self.settings.chunksize, math.ceil(total / (MAX_PARTS - 1)))
-        if total <= part_size:
+        if total <= self.settings.chunksize:
             data = b"".join([await self._read_piece(p, 0, p.size) for p in pieces])
             await self._call(self._client.put_object, Bucket=self.bucket, Key=dst_key, Body=data, **self._put_args())
             return
@@ -420,10 +419,19 @@ class S3Backend(StorageBackend):
         upload = await self._call(self._client.create_multipart_upload, Bucket=self.bucket, Key=dst_key,
                                   **self._put_args())
         upload_id = upload["UploadId"]
+        # every part but the last is at least this big, so no blob needs more than MAX_PARTS
+        part_size = max(MIN_PART, math.ceil(total / (MAX_PARTS - 1)))
         try:
             parts = await self._upload_parts(pieces, dst_key, upload_id, part_size)
-            await self._call(self._client.complete_multipart_upload, Bucket=self.bucket, Key=dst_key,
-                             UploadId=upload_id, MultipartUpload={"Parts": parts})
+            try:
+                await self._call(self._client.complete_multipart_upload, Bucket=self.bucket, Key=dst_key,
+                                 UploadId=upload_id, MultipartUpload={"Parts": parts})
+            except StorageError:
+                # A completion whose answer was lost is retried and then fails (NoSuchUpload)
+                # although the object is there: what counts is what the bucket holds.
+                head = await self._head(dst_key)
+                if head is None or head["ContentLength"] != total:
+                    raise
         except BaseException:
             await asyncio.shield(self._abort(dst_key, upload_id))
             raise
@@ -436,7 +444,10 @@ class S3Backend(StorageBackend):
 
     async def _upload_parts(self, pieces: list[_Piece], key: str, upload_id: str,
                             part_size: int) -> list[dict[str, Any]]:
-        """Copy server-side every stretch of at least part_size; buffer the rest into parts."""
+        """Copy server-side every stretch of at least part_size; buffer the rest into parts of that size.
+
+        A small piece is joined with the start of the next one, so only up to part_size of each
+        following piece passes through the registry; the rest of it is still copied server-side."""
         parts: list[dict[str, Any]] = []
         buffer = bytearray()
 

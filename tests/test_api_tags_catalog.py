@@ -169,7 +169,7 @@ def test_tags_follow_deletes(client: RegistryClient) -> None:
 
 # --- catalog --------------------------------------------------------------------------------------
 
-NESTED = ["a", "a/b", "a/b/c", "a-b", "a.b/c_d", "m/n/o/p", "z0", "lib/alpine", "lib/busybox", "x__y/z"]
+NESTED = ["a", "a/b", "a/b/c", "a/0x", "a-b", "a.b/c_d", "m/n/o/p", "z0", "lib/alpine", "lib/busybox", "x__y/z"]
 
 
 @pytest.fixture
@@ -194,8 +194,9 @@ def catalog(client: RegistryClient, **params: str | int) -> requests.Response:
 
 
 def catalog_order(names: list[str]) -> list[str]:
-    """The catalog's order: that of the repositories' keys in the store, where `a-b/` sorts before `a/`."""
-    return sorted(names, key=lambda name: name + "/")
+    """The catalog's order: that of the repositories' `_manifests` keys in the store, where
+    `a-b/` sorts before `a/`, and `a/0x/` before `a/_manifests/`."""
+    return sorted(names, key=lambda name: name + "/_manifests/")
 
 
 def test_catalog_empty(make_registry: Callable[..., RegistryServer], backend_name: str) -> None:
