@@ -142,7 +142,8 @@ class S3Backend(StorageBackend):
             raise StorageError(f"S3 {fn.__name__} failed: {exc}") from exc
 
     def _put_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {}
+        # what a client downloading a blob through a presigned URL is told, as Distribution does
+        args: dict[str, Any] = {"ContentType": "application/octet-stream"}
         if self.settings.encrypt:
             args["ServerSideEncryption"] = "AES256"
         if self.settings.storageclass and self.settings.storageclass.upper() != "NONE":

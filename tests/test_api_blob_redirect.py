@@ -46,6 +46,7 @@ def test_get_is_307_to_the_bucket_serving_exactly_the_blob(s3_registry: Registry
     direct = requests.get(r.headers["Location"], timeout=30)
     assert direct.status_code == 200
     assert direct.content == data
+    assert direct.headers["Content-Type"] == "application/octet-stream"
     ranged = requests.get(r.headers["Location"], headers={"Range": "bytes=1000-1999"}, timeout=30)
     assert ranged.status_code == 206
     assert ranged.content == data[1000:2000]
