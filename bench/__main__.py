@@ -1,8 +1,9 @@
 """`python -m bench`: this registry against Distribution, interleaved, in one run.
 
-For each scenario both servers start on fresh, empty data directories on random
-loopback ports; each round measures the reference and then ours, and the table
-shows the median of the rounds (the maximum, for memory peaks).
+For each scenario both servers start on fresh, empty data directories (or, for the
+s3-* scenarios, fresh buckets on one local moto S3 server) on random loopback ports;
+each round measures the reference and then ours, and the table shows the median of
+the rounds (the maximum, for memory peaks).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .procs import REPO_ROOT, SIDES, Side
+from .procs import REPO_ROOT, SIDES, S3Endpoint, Side
 from .report import Result, table
 from .scenarios import MiB, Context, Scenario, Sizes, all_scenarios
 
@@ -55,6 +56,37 @@ def run_scenario(scenario: Scenario, sides: dict[str, Side], ctx: Context, round
             side.stop()
 
 
+class Servers:
+    """The two sides per storage backend; the S3 endpoint (moto) starts with the first S3 scenario."""
+
+    def __init__(self, workdir: Path, cached_reference: bool) -> None:
+        self.workdir = workdir
+        self.cached_reference = cached_reference
+        self.s3: S3Endpoint | None = None
+        self.sides: dict[str, dict[str, Side]] = {}
+
+    def for_backend(self, backend: str) -> dict[str, Side]:
+        if backend not in self.sides:
+            s3 = None
+            if backend == "s3":
+                self.s3 = S3Endpoint(self.workdir / "moto")
+                try:
+                    s3 = self.s3.start()
+                except BaseException:
+                    self.s3.stop()
+                    raise
+            self.sides[backend] = {name: Side(name, self.workdir / f"servers-{backend}",
+                                              cached_reference=self.cached_reference, s3=s3) for name in SIDES}
+        return self.sides[backend]
+
+    def stop(self) -> None:
+        for sides in self.sides.values():
+            for side in sides.values():
+                side.stop()
+        if self.s3 is not None:
+            self.s3.stop()
+
+
 def metadata(sizes: Sizes, rounds: int, reference_cache: bool) -> dict[str, Any]:
     def output(*cmd: str) -> str:
         try:
@@ -71,6 +103,7 @@ def metadata(sizes: Sizes, rounds: int, reference_cache: bool) -> dict[str, Any]
         "python": platform.python_version(),
         "ours": commit + (" + uncommitted changes" if dirty else ""),
         "reference": output("docker-registry", "--version"),
+        "moto": output(sys.executable, "-c", "import moto; print(moto.__version__)"),
         "reference_blobdescriptor_cache": reference_cache,
         "rounds": rounds,
         "sizes": sizes.__dict__,
@@ -110,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="registry-bench-"))
     cached = not args.no_reference_cache
-    sides = {name: Side(name, workdir / "servers", cached_reference=cached) for name in SIDES}
+    servers = Servers(workdir, cached)
     started = time.monotonic()
     try:
         ctx = Context(workdir, sizes)
@@ -122,13 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in scenarios:
             log(f"[{scenario.name}] {scenario.description}")
             try:
-                run_scenario(scenario, sides, ctx, rounds, results)
+                run_scenario(scenario, servers.for_backend(scenario.backend), ctx, rounds, results)
             except Exception as exc:  # one broken scenario must not hide the others' figures
                 errors[scenario.name] = f"{type(exc).__name__}: {exc}"
                 log(traceback.format_exc())
     finally:
-        for side in sides.values():
-            side.stop()
+        servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     elapsed = time.monotonic() - started
@@ -142,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     print("ours/ref: higher is better, except for memory (lower is better). It is the median of the rounds' "
           "own ratios\n(each round runs the two back to back); memory rows show the worst round, "
           "and their target is absolute.")
+    if any(s.backend == "s3" for s in scenarios):
+        print(f"S3 rows: both servers on one local moto {meta['moto']} server (a fresh bucket per server start), "
+              "which bounds\nthe figures; 'streamed' runs both with storage.redirect.disable, '307' follows "
+              "the redirect to moto (info).")
     print()
     print(table(list(results.values())))
     for name, error in errors.items():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from .httpclient import Connection, FileSlice, HTTPError, expect, target_of, with_query
+from .httpclient import Connection, FileSlice, HTTPError, Response, expect, target_of, with_query
 
 OCTET = {"Content-Type": "application/octet-stream"}
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -82,6 +83,46 @@ def pull_verified(conn: Connection, repo: str, blob: BlobFile) -> None:
     r = expect(conn.request("GET", f"/v2/{repo}/blobs/{blob.digest}"), 200)
     if digest_of(r.body) != blob.digest:
         raise HTTPError(f"pulled bytes do not match {blob.digest}")
+
+
+class Redirects:
+    """Keep-alive connections to the hosts that blob GETs redirect to (presigned storage URLs)."""
+
+    def __init__(self) -> None:
+        self.conns: dict[tuple[str, int], Connection] = {}
+
+    def follow(self, location: str, discard: bool) -> Response:
+        parts = urlsplit(location)
+        if parts.scheme != "http" or parts.hostname is None:
+            raise HTTPError(f"cannot follow a redirect to {location}")
+        host = (parts.hostname, parts.port or 80)
+        if host not in self.conns:
+            self.conns[host] = Connection(*host)
+        return self.conns[host].request("GET", target_of(location), discard=discard)
+
+    def __enter__(self) -> "Redirects":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self.conns.values():
+            conn.close()
+
+
+def _get_redirected(conn: Connection, storage: Redirects, repo: str, digest: str, discard: bool) -> Response:
+    r = expect(conn.request("GET", f"/v2/{repo}/blobs/{digest}"), 307)
+    return expect(storage.follow(r.header("location"), discard), 200)
+
+
+def pull_redirected(conn: Connection, storage: Redirects, repo: str, digest: str, size: int) -> None:
+    """GET the blob from the registry, which must answer 307, then GET it where it points."""
+    r = _get_redirected(conn, storage, repo, digest, discard=True)
+    if r.received != size:
+        raise HTTPError(f"pulled {r.received} bytes of {size} from the storage")
+
+
+def pull_redirected_verified(conn: Connection, storage: Redirects, repo: str, blob: BlobFile) -> None:
+    if digest_of(_get_redirected(conn, storage, repo, blob.digest, discard=False).body) != blob.digest:
+        raise HTTPError(f"bytes pulled by redirect do not match {blob.digest}")
 
 
 def mount(conn: Connection, repo: str, digest: str, source: str) -> None:

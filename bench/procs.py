@@ -1,4 +1,4 @@
-"""The two servers under test, each on a fresh data directory, and their memory use."""
+"""The two servers under test, each on a fresh data directory or S3 bucket, and their memory use."""
 
 from __future__ import annotations
 
@@ -7,61 +7,153 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import yaml  # noqa: E402
+from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
-from tests.servers import ReferenceRegistry, RegistryServer, ServerProcess  # noqa: E402
+from tests.s3 import new_bucket, s3_client, s3_config  # noqa: E402
+from tests.servers import MotoServer, ReferenceRegistry, RegistryServer, ServerProcess  # noqa: E402
 
 #: the same logging for both: errors only, no access log (the reference's settings in tests/servers.py)
 OUR_CONFIG = {"log": {"level": "error", "accesslog": {"disabled": True}}}
 SIDES = ("reference", "ours")
+#: where in its bucket each server keeps its tree, and the part size of its multipart uploads
+#: (10 MiB is both servers' default; written out so that both do the same S3 work)
+S3_ROOT = "/registry"
+S3_CHUNKSIZE = 10 << 20
 
 
-class CachedReference(ReferenceRegistry):
+class S3Endpoint:
+    """One moto server for all S3 scenarios; every server start gets a bucket of its own,
+    emptied and deleted when that server stops, so moto does not accumulate the blobs."""
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.moto = _BenchMoto(workdir, workdir / "moto.log")
+
+    def start(self) -> "S3Endpoint":
+        self.moto.start()
+        return self
+
+    def stop(self) -> None:
+        self.moto.stop()
+
+    def new_bucket(self) -> str:
+        return new_bucket(self.moto)
+
+    def storage(self, bucket: str, redirect: bool) -> dict[str, Any]:
+        """The `storage` section both servers read (Distribution's keys). Distribution 2.8's
+        driver ignores `forcepathstyle` but uses path-style URLs whenever `regionendpoint` is set."""
+        s3 = s3_config(self.moto, bucket, rootdirectory=S3_ROOT, v4auth=True, chunksize=S3_CHUNKSIZE)
+        return {"s3": s3, "redirect": {"disable": not redirect}}
+
+    def drop_bucket(self, bucket: str) -> None:
+        client = s3_client(self.moto)
+        try:
+            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+                for upload in page.get("Uploads", []):
+                    client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+            client.delete_bucket(Bucket=bucket)
+        except (BotoCoreError, ClientError):  # moto may already be gone (Ctrl-C); its memory and temp dir go with it
+            pass
+
+
+class _BenchMoto(MotoServer):
+    """moto spills large objects to temporary files: keep them in the benchmark's temp dir."""
+
+    def env(self) -> dict[str, str]:
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return {**super().env(), "TMPDIR": str(tmp)}
+
+
+class BenchReference(ReferenceRegistry):
     """Distribution as shipped (Debian's and upstream's config.yml): with its in-memory blob
     descriptor cache on. Without it every HEAD and GET re-reads link files, a handicap no
-    deployment runs with, and our registry keeps manifests in memory too."""
+    deployment runs with, and our registry keeps manifests in memory too. `storage` replaces
+    the filesystem driver (S3)."""
+
+    def __init__(self, root: Path, log_path: Path, cache: bool = True, storage: dict[str, Any] | None = None) -> None:
+        super().__init__(root, log_path)
+        self.cache = cache
+        self.storage = storage
 
     def command(self) -> list[str]:
         cmd = super().command()
         config_path = self.log_path.with_suffix(".yml")
         config = yaml.safe_load(config_path.read_text())
-        config["storage"]["cache"] = {"blobdescriptor": "inmemory"}
+        if self.storage is not None:
+            config["storage"] = {**self.storage, "delete": config["storage"]["delete"]}
+        if self.cache:
+            config["storage"]["cache"] = {"blobdescriptor": "inmemory"}
         config_path.write_text(yaml.safe_dump(config))
         return cmd
 
+    def env(self) -> dict[str, str]:
+        # aws-sdk-go refuses to start when AWS_CA_BUNDLE is set ("unable to load custom CA
+        # bundle, HTTPClient's transport unsupported type"); the endpoint is plain HTTP anyway
+        env = super().env()
+        env.pop("AWS_CA_BUNDLE", None)
+        return env
+
 
 class Side:
-    """One server under test: started on a new, empty data directory, deleted when stopped."""
+    """One server under test: started on a new, empty data directory (or S3 bucket), deleted when stopped."""
 
-    def __init__(self, name: str, workdir: Path, cached_reference: bool = True) -> None:
+    def __init__(self, name: str, workdir: Path, cached_reference: bool = True,
+                 s3: S3Endpoint | None = None) -> None:
         self.name = name
         self.cached_reference = cached_reference
         self.workdir = workdir
+        self.s3 = s3
         self.server: ServerProcess | None = None
+        self.replicas: list[ServerProcess] = []
+        self.bucket: str | None = None
         self.generation = 0
 
     def start(self) -> ServerProcess:
         self.stop()
+        if self.s3 is not None:
+            self.bucket = self.s3.new_bucket()
+        self.server = self._process(redirect=False)
+        return self.server.start()
+
+    def start_replica(self, redirect: bool) -> ServerProcess:
+        """Another process of this server on the same store (S3: the same bucket); stopped with it."""
+        if redirect and self.s3 is None:
+            raise ValueError("only an S3 store redirects blob GETs")
+        replica = self._process(redirect)
+        self.replicas.append(replica)
+        return replica.start()
+
+    def _process(self, redirect: bool) -> ServerProcess:
         self.generation += 1
         base = self.workdir / f"{self.name}-{self.generation}"
         base.mkdir(parents=True)
+        data = self.server.root if self.server is not None else base / "data"
+        storage = None if self.s3 is None or self.bucket is None else self.s3.storage(self.bucket, redirect)
         if self.name == "reference":
-            reference = CachedReference if self.cached_reference else ReferenceRegistry
-            self.server = reference(base / "data", base / "server.log")
-        else:
-            self.server = RegistryServer(base / "data", base / "server.log", config=OUR_CONFIG)
-        return self.server.start()
+            return BenchReference(data, base / "server.log", cache=self.cached_reference, storage=storage)
+        config = OUR_CONFIG if storage is None else {**OUR_CONFIG, "storage": storage}
+        return RegistryServer(data, base / "server.log", config=config)
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            shutil.rmtree(self.server.root.parent, ignore_errors=True)
-            self.server = None
+        for process in [*self.replicas, *([self.server] if self.server else [])]:
+            process.stop()
+            shutil.rmtree(process.log_path.parent, ignore_errors=True)
+        self.replicas, self.server = [], None
+        if self.s3 is not None and self.bucket is not None:
+            self.s3.drop_bucket(self.bucket)
+            self.bucket = None
 
     @property
     def pid(self) -> int:

@@ -47,11 +47,13 @@ class Sizes:
     wrk_connections: int = 64
     list_seconds: float = 5
     list_connections: int = 8
+    #: the blob of the S3 rows: moto (Python) is the bottleneck there, and holds what it is sent
+    s3_big: int = 128 * MiB
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(big=64 * MiB, small_count=200, tags=100, repos=100, rss_size=256 * MiB,
-                   wrk_seconds=2, list_seconds=2)
+                   wrk_seconds=2, list_seconds=2, s3_big=32 * MiB)
 
 
 class Context:
@@ -124,6 +126,8 @@ class Scenario:
     name = ""
     description = ""
     metrics: tuple[Metric, ...] = ()
+    #: where both servers store: "filesystem" (a fresh directory) or "s3" (a fresh bucket on moto)
+    backend = "filesystem"
     #: start each server anew for every round (pushes land on an empty store; VmHWM is this round's)
     fresh_per_round = False
 
@@ -142,39 +146,50 @@ class MonolithicPush(Scenario):
     name = "push"
     description = "monolithic push of the big blob: POST, then one PUT streaming the file"
     fresh_per_round = True
+    target: float | None = 2.0
 
     def __init__(self, sizes: Sizes) -> None:
-        self.metrics = (Metric("push", f"monolithic push {sizes.big // MiB} MiB", "MB/s", target_ratio=2.0),)
+        self.size = sizes.big
+        self.metrics = (Metric(self.name, f"monolithic push {self.size // MiB} MiB", "MB/s",
+                               target_ratio=self.target),)
 
     def prepare(self, ctx: Context) -> None:
-        ctx.blob(ctx.sizes.big)
+        ctx.blob(self.size)
 
     def measure(self, side: Side, state: Any, round_index: int, ctx: Context) -> dict[str, float]:
-        blob = ctx.blob(ctx.sizes.big)
+        blob = ctx.blob(self.size)
         os.sync()
         with connect(side) as conn:
             seconds = timed(lambda: ops.push_file_monolithic(conn, "bench/big", blob))
-        return {"push": blob.size / MB / seconds}
+        return {self.name: blob.size / MB / seconds}
 
 
 class ChunkedPush(Scenario):
     name = "chunked"
     description = "chunked push of the big blob: POST, PATCHes with Content-Range, PUT"
     fresh_per_round = True
+    target: float | None = 2.0
 
     def __init__(self, sizes: Sizes) -> None:
-        label = f"chunked push {sizes.big // MiB} MiB ({sizes.chunk // MiB} MiB PATCHes)"
-        self.metrics = (Metric("chunked", label, "MB/s", target_ratio=2.0),)
+        self.size = sizes.big
+        label = f"chunked push {self.size // MiB} MiB ({sizes.chunk // MiB} MiB PATCHes)"
+        self.metrics = (Metric(self.name, label, "MB/s", target_ratio=self.target),)
 
     def prepare(self, ctx: Context) -> None:
-        ctx.blob(ctx.sizes.big)
+        ctx.blob(self.size)
 
     def measure(self, side: Side, state: Any, round_index: int, ctx: Context) -> dict[str, float]:
-        blob = ctx.blob(ctx.sizes.big)
+        blob = ctx.blob(self.size)
         os.sync()
         with connect(side) as conn:
             seconds = timed(lambda: ops.push_file_chunked(conn, "bench/big", blob, ctx.sizes.chunk))
-        return {"chunked": blob.size / MB / seconds}
+        return {self.name: blob.size / MB / seconds}
+
+
+def push_and_verify(side: Side, blob: BlobFile) -> None:
+    with connect(side) as conn:
+        ops.push_file_monolithic(conn, "bench/big", blob)
+        ops.pull_verified(conn, "bench/big", blob)
 
 
 class Pull(Scenario):
@@ -195,9 +210,7 @@ class Pull(Scenario):
 
     def setup(self, side: Side, ctx: Context) -> Any:
         blob = ctx.blob(ctx.sizes.big)
-        with connect(side) as conn:
-            ops.push_file_monolithic(conn, "bench/big", blob)
-            ops.pull_verified(conn, "bench/big", blob)
+        push_and_verify(side, blob)
         return blob
 
     def measure(self, side: Side, blob: BlobFile, round_index: int, ctx: Context) -> dict[str, float]:
@@ -216,6 +229,69 @@ class Pull(Scenario):
                 conn.close()
         return {"pull1": self.REPEAT_ONE * blob.size / MB / one,
                 "pullN": self.REPEAT_MANY * clients * blob.size / MB / many}
+
+
+class S3MonolithicPush(MonolithicPush):
+    name = "s3-push"
+    description = "S3 (moto): monolithic push of the S3 blob, POST then one PUT"
+    backend = "s3"
+    target = None
+
+    def __init__(self, sizes: Sizes) -> None:
+        self.size = sizes.s3_big
+        self.metrics = (Metric(self.name, f"S3: monolithic push {self.size // MiB} MiB", "MB/s"),)
+
+
+class S3ChunkedPush(ChunkedPush):
+    name = "s3-chunked"
+    description = "S3 (moto): chunked push of the S3 blob, PATCHes with Content-Range, PUT"
+    backend = "s3"
+    target = None
+
+    def __init__(self, sizes: Sizes) -> None:
+        self.size = sizes.s3_big
+        label = f"S3: chunked push {self.size // MiB} MiB ({sizes.chunk // MiB} MiB PATCHes)"
+        self.metrics = (Metric(self.name, label, "MB/s"),)
+
+
+class S3Pull(Scenario):
+    """Blob GETs from an S3 store. Streaming: both servers run with storage.redirect.disable
+    and relay the bytes from moto. Redirected: a second process of each on the same bucket,
+    with redirects on, answers 307 to a presigned moto URL that the client then GETs."""
+
+    name = "s3-pull"
+    description = "S3 (moto): GET of the S3 blob by 1 client, streamed by the server, then by redirect to moto"
+    backend = "s3"
+    REPEAT = 8  # 1 GiB per figure: moto serves reads fast, one 128 MiB GET is too short to time
+
+    def __init__(self, sizes: Sizes) -> None:
+        mib = sizes.s3_big // MiB
+        self.metrics = (
+            Metric("s3-pull", f"S3: pull {mib} MiB, 1 client, streamed (redirect off)", "MB/s"),
+            Metric("s3-pull-307", f"S3: pull {mib} MiB, 1 client, 307 to moto (info)", "MB/s"),
+        )
+
+    def prepare(self, ctx: Context) -> None:
+        ctx.blob(ctx.sizes.s3_big)
+
+    def setup(self, side: Side, ctx: Context) -> Any:
+        blob = ctx.blob(ctx.sizes.s3_big)
+        push_and_verify(side, blob)
+        redirecting = side.start_replica(redirect=True)
+        with Connection("127.0.0.1", redirecting.port) as conn, ops.Redirects() as storage:
+            ops.pull_redirected_verified(conn, storage, "bench/big", blob)
+        return blob, redirecting.port
+
+    def measure(self, side: Side, state: tuple[BlobFile, int], round_index: int, ctx: Context) -> dict[str, float]:
+        blob, redirect_port = state
+        with connect(side) as conn:
+            streamed = timed(lambda: [ops.pull(conn, "bench/big", blob.digest, blob.size)
+                                      for _ in range(self.REPEAT)])
+        with Connection("127.0.0.1", redirect_port) as conn, ops.Redirects() as storage:
+            redirected = timed(lambda: [ops.pull_redirected(conn, storage, "bench/big", blob.digest, blob.size)
+                                        for _ in range(self.REPEAT)])
+        total = self.REPEAT * blob.size / MB
+        return {"s3-pull": total / streamed, "s3-pull-307": total / redirected}
 
 
 def push_image(side: Side, repo: str, tag: str) -> tuple[bytes, str]:
@@ -413,5 +489,6 @@ class PushMemory(Scenario):
 
 
 def all_scenarios(sizes: Sizes) -> list[Scenario]:
-    return [MonolithicPush(sizes), ChunkedPush(sizes), Pull(sizes), ManifestGet(sizes), BlobHead(sizes),
-            SmallPushes(sizes), Listing(sizes), PushMemory(sizes)]
+    return [MonolithicPush(sizes), ChunkedPush(sizes), Pull(sizes),
+            S3MonolithicPush(sizes), S3ChunkedPush(sizes), S3Pull(sizes),
+            ManifestGet(sizes), BlobHead(sizes), SmallPushes(sizes), Listing(sizes), PushMemory(sizes)]

@@ -496,16 +496,14 @@ def _is_missing(exc: ClientError) -> bool:
     return code in ("404", "NoSuchKey", "NotFound")
 
 
-class _ObjectWriter(Writer):
-    """A whole object: buffered up to the part size, then a multipart upload completed on commit."""
+class _BufferedWriter(Writer):
+    """Gathers writes in memory up to the part size, then hands them to _flush()."""
 
-    def __init__(self, backend: S3Backend, key: str) -> None:
+    def __init__(self, backend: S3Backend, key: str, start: int = 0) -> None:
         self._backend = backend
         self._key = key
         self._buffer = bytearray()
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-        self.size = 0
+        self.size = start
 
     async def write(self, data: bytes) -> None:
         if self.on_write is not None:
@@ -513,9 +511,21 @@ class _ObjectWriter(Writer):
         self._buffer += data
         self.size += len(data)
         if len(self._buffer) >= self._backend.settings.chunksize:
-            await self._flush_part()
+            await self._flush()
 
-    async def _flush_part(self) -> None:
+    async def _flush(self) -> None:
+        raise NotImplementedError
+
+
+class _ObjectWriter(_BufferedWriter):
+    """A whole object: buffered up to the part size, then a multipart upload completed on commit."""
+
+    def __init__(self, backend: S3Backend, key: str) -> None:
+        super().__init__(backend, key)
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+
+    async def _flush(self) -> None:
         b = self._backend
         if self._upload_id is None:
             upload = await b._call(b._client.create_multipart_upload, Bucket=b.bucket, Key=self._key, **b._put_args())
@@ -533,7 +543,7 @@ class _ObjectWriter(Writer):
                           **b._put_args())
             return
         if self._buffer:
-            await self._flush_part()
+            await self._flush()
         await b._call(b._client.complete_multipart_upload, Bucket=b.bucket, Key=self._key, UploadId=self._upload_id,
                       MultipartUpload={"Parts": self._parts})
 
@@ -544,25 +554,14 @@ class _ObjectWriter(Writer):
         self.size = 0
 
 
-class _SegmentWriter(Writer):
+class _SegmentWriter(_BufferedWriter):
     """Appends: every part-size worth of bytes becomes a segment object; cancel deletes this writer's segments."""
 
     def __init__(self, backend: S3Backend, key: str, start: int) -> None:
-        self._backend = backend
-        self._key = key
+        super().__init__(backend, key, start)
         self._start = start
-        self._buffer = bytearray()
         self._written: list[str] = []
         self._flushed = start
-        self.size = start
-
-    async def write(self, data: bytes) -> None:
-        if self.on_write is not None:
-            await self._backend._call(self.on_write, data)
-        self._buffer += data
-        self.size += len(data)
-        if len(self._buffer) >= self._backend.settings.chunksize:
-            await self._flush()
 
     async def _flush(self) -> None:
         b = self._backend
