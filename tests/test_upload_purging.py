@@ -11,7 +11,8 @@ import pytest
 from registry.durations import parse_duration
 
 from .client import RegistryClient, unique_repo
-from .servers import RegistryServer
+from .s3 import s3_client
+from .servers import MotoServer, RegistryServer
 
 
 def test_abandoned_uploads_are_purged_and_recent_ones_kept(make_registry: Callable[..., RegistryServer],
@@ -64,3 +65,31 @@ def test_bad_durations_refused(text: str) -> None:
     """As in Go, a duration in text needs its unit; only a YAML number is taken as seconds."""
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_s3_abandoned_uploads_and_multipart_uploads_are_purged(make_registry: Callable[..., RegistryServer],
+                                                               moto: MotoServer) -> None:
+    """On S3 purging also aborts multipart uploads left behind (a replica that died while
+    composing a blob), and removes upload sessions by their startedat, in the bucket."""
+    writer = make_registry(backend="s3", config={"storage": {"maintenance": {"uploadpurging": {"enabled": False}}}})
+    s3 = writer.config["storage"]["s3"]
+    bucket, root = s3["bucket"], s3["rootdirectory"].strip("/")
+    client = RegistryClient(writer.url)
+    location = client.start_upload(unique_repo())
+    assert client.request("PATCH", location, data=b"y" * 1000).status_code == 202
+    boto = s3_client(moto)
+    stale = boto.create_multipart_upload(Bucket=bucket, Key=f"{root}/docker/registry/v2/blobs/sha256/ab/abandoned/data")
+    outside = boto.create_multipart_upload(Bucket=bucket, Key="not-the-registry/data")
+    writer.stop()
+    time.sleep(1.5)  # both are now older than the age below
+
+    config = {"storage": {"s3": s3, "maintenance": {"uploadpurging": {"age": "1s", "interval": "1s"}}}}
+    server = make_registry(config=config)
+    deadline = time.monotonic() + 30
+    while "purged" not in server.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "purged 1 abandoned upload(s) and 1 incomplete multipart upload(s)" in server.log_path.read_text()
+    open_uploads = {u["UploadId"] for u in boto.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+    assert stale["UploadId"] not in open_uploads
+    assert outside["UploadId"] in open_uploads  # outside rootdirectory: not the registry's to purge
+    assert RegistryClient(server.url).request("GET", location).status_code == 404
