@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import logging
 import sys
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
@@ -15,10 +17,13 @@ from storage_backends import FilesystemBackend, MemoryBackend, StorageBackend
 from storage_backends.s3 import S3Backend, S3Settings
 
 from .api.app import create_app
+from .auth.htpasswd import HtpasswdError, hash_password, read_entries, write_entries
+from .auth.setup import AuthConfigError, build_auth
 from .config import Config, ConfigError, load_config
 from .domain import Policy, Registry
 from .durations import parse_duration
 from .purging import purge_forever
+from .tls import server_context, write_self_signed
 
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 log = logging.getLogger("registry")
@@ -88,18 +93,26 @@ def serve(config: Config) -> None:
     level = str(config.get("log", "level", default="info")).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     registry, where = build_registry(config)
-    app = create_app(registry, base_url=config.get("http", "host"))
+    try:
+        guard, token_service = build_auth(config.get("auth"), where if config.storage_driver == "filesystem" else ".")
+        ssl_context = server_context(config.get("http", "tls", default={}) or {})
+    except (AuthConfigError, OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"auth/tls: {exc}") from None
+    app = create_app(registry, base_url=config.get("http", "host"), guard=guard, token_service=token_service)
     purging = upload_purging(config, registry.backend)
     if purging is not None:
         app.cleanup_ctx.append(purging)
     host, port = config.host_port
     access_log = None if config.get("log", "accesslog", "disabled") else logging.getLogger("registry.access")
     read_only = " (read-only)" if registry.policy.read_only else ""
-    log.warning("registry listening on http://%s:%d, storing in %s%s", host, port, where, read_only)
+    scheme = "https" if ssl_context else "http"
+    auth = f", auth: {guard.mode}" if guard else ""
+    log.warning("registry listening on %s://%s:%d, storing in %s%s%s", scheme, host, port, where, read_only, auth)
     web.run_app(
         app,
         host=host,
         port=port,
+        ssl_context=ssl_context,
         access_log=access_log,
         access_log_format=ACCESS_LOG_FORMAT,
         print=None,
@@ -123,6 +136,44 @@ def _serve_command(args: argparse.Namespace) -> None:
     serve(load_config(args.config, overrides=overrides))
 
 
+def _htpasswd_path(args: argparse.Namespace) -> Path:
+    if args.htpasswd:
+        return Path(args.htpasswd)
+    path = load_config(args.config).get("auth", "htpasswd", "path")
+    if not path:
+        raise ConfigError("name the file with --htpasswd, or give a config with auth.htpasswd.path")
+    return Path(path)
+
+
+def _user_command(args: argparse.Namespace) -> None:
+    path = _htpasswd_path(args)
+    try:
+        entries = read_entries(path)
+    except HtpasswdError as exc:
+        raise ConfigError(str(exc)) from None
+    if args.action == "list":
+        for user in sorted(entries):
+            print(user)
+        return
+    if args.action == "remove":
+        if entries.pop(args.name, None) is None:
+            raise ConfigError(f"no user {args.name!r} in {path}")
+        write_entries(path, entries)
+        return
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"password for {args.name}: ")
+    if not password:
+        raise ConfigError("empty password")
+    if ":" in args.name or not args.name:
+        raise ConfigError("a user name must be non-empty and contain no ':'")
+    entries[args.name] = hash_password(password)
+    write_entries(path, entries)
+
+
+def _gen_cert_command(args: argparse.Namespace) -> None:
+    write_self_signed(args.hosts, Path(args.cert), Path(args.key), args.days)
+    print(f"wrote {args.cert} and {args.key} for {', '.join(args.hosts)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="registry", description="An OCI image registry server.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +186,21 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--read-only", action="store_true", help="refuse every write")
     serve_parser.add_argument("--no-delete", action="store_true", help="refuse deletes")
     serve_parser.set_defaults(func=_serve_command)
+
+    user_parser = commands.add_parser("user", help="manage htpasswd users (bcrypt)")
+    user_parser.add_argument("action", choices=["add", "remove", "list"])
+    user_parser.add_argument("name", nargs="?", default="")
+    user_parser.add_argument("--htpasswd", help="the htpasswd file (else auth.htpasswd.path of --config)")
+    user_parser.add_argument("--config", "-c", help="YAML config file")
+    user_parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    user_parser.set_defaults(func=_user_command)
+
+    cert_parser = commands.add_parser("gen-cert", help="write a self-signed TLS certificate and key")
+    cert_parser.add_argument("hosts", nargs="+", help="host names or IP addresses the certificate is for")
+    cert_parser.add_argument("--cert", default="registry.crt", help="certificate file to write")
+    cert_parser.add_argument("--key", default="registry.key", help="key file to write")
+    cert_parser.add_argument("--days", type=int, default=365)
+    cert_parser.set_defaults(func=_gen_cert_command)
     args = parser.parse_args(argv)
     if args.command == "serve":
         args.config = args.config or args.config_file

@@ -14,11 +14,22 @@ from ..domain import Registry
 from ..errors import RegistryError
 from ..references import check_name
 from . import base, blobs, catalog, manifests, referrers, tags, uploads
-from .common import REGISTRY_KEY
+from ..auth.guard import BUILTIN_PATH, Guard
+from ..auth.token_service import TokenService
+from .common import GUARD_KEY, REGISTRY_KEY
 
 log = logging.getLogger("registry.http")
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
+#: what each method needs on the repository it names (Distribution asks pull and push to push)
+ACTIONS = {
+    "GET": frozenset({"pull"}),
+    "HEAD": frozenset({"pull"}),
+    "POST": frozenset({"pull", "push"}),
+    "PUT": frozenset({"pull", "push"}),
+    "PATCH": frozenset({"pull", "push"}),
+    "DELETE": frozenset({"delete"}),
+}
 _NAME = r"(?P<name>.+)"
 
 #: (path pattern, {method: handler}); the first pattern that matches wins
@@ -69,6 +80,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         params = match.groupdict()
         if "name" in params:
             check_name(params["name"])
+        guard = request.app.get(GUARD_KEY)
+        if guard is not None:
+            await guard.require(request, params.get("name"), ACTIONS[request.method])
         return await handler(request, **params)
     raise RegistryError("NOT_FOUND", f"no such endpoint: {path}")
 
@@ -122,11 +136,22 @@ def absolute_locations(base_url: str | None) -> Callable[[web.Request, web.Strea
     return on_prepare
 
 
-def create_app(registry: Registry, base_url: str | None = None, **app_options: Any) -> web.Application:
+def create_app(
+    registry: Registry,
+    base_url: str | None = None,
+    guard: Guard | None = None,
+    token_service: TokenService | None = None,
+    **app_options: Any,
+) -> web.Application:
     app = web.Application(middlewares=[render_errors], **app_options)
     app[REGISTRY_KEY] = registry
+    if guard is not None:
+        app[GUARD_KEY] = guard
     app.router.add_route("*", "/v2", dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+    if token_service is not None:
+        app.router.add_route("GET", BUILTIN_PATH, token_service.handle)
+        app.router.add_route("POST", BUILTIN_PATH, token_service.handle)
     app.on_response_prepare.append(absolute_locations(base_url))
 
     async def close(_: web.Application) -> None:

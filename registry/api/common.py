@@ -8,10 +8,12 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
+from ..auth.guard import Guard
 from ..domain import Registry
 from ..errors import RegistryError
 
 REGISTRY_KEY = web.AppKey("registry", Registry)
+GUARD_KEY = web.AppKey("guard", Guard)
 #: request bodies are written in pieces of about this size: fewer thread hops, bounded memory
 WRITE_CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)")
@@ -79,3 +81,9 @@ def not_modified(request: web.Request, etag: str, headers: dict[str, str]) -> we
     if "*" in candidates or etag in candidates:
         return web.Response(status=304, headers=headers)
     return None
+
+
+async def may_pull(request: web.Request, name: str) -> bool:
+    """Whether the caller may read name (always, on a registry without auth)."""
+    guard = request.app.get(GUARD_KEY)
+    return guard is None or await guard.may(request, name, "pull")

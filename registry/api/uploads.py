@@ -8,7 +8,7 @@ from aiohttp import web
 from ..errors import RegistryError
 from ..references import ALGORITHMS, Digest, check_name
 from ..uploads import upload_headers
-from .common import body_chunks, chunk_bounds, has_body, registry_of
+from .common import GUARD_KEY, body_chunks, chunk_bounds, has_body, may_pull, registry_of
 
 
 def _created(name: str, digest: Digest) -> web.Response:
@@ -25,6 +25,14 @@ def _digest_param(request: web.Request) -> Digest:
     return Digest.parse(raw)
 
 
+async def _may_mount(request: web.Request, source: str | None) -> bool:
+    """Only from a repository the caller may read; with access control, a mount without `from`
+    (from anywhere) would let anyone link any stored blob by digest, so it becomes an upload."""
+    if source is None:
+        return GUARD_KEY not in request.app
+    return await may_pull(request, check_name(source))
+
+
 async def start_upload(request: web.Request, name: str) -> web.Response:
     registry = registry_of(request)
     registry.check_writable()
@@ -32,7 +40,9 @@ async def start_upload(request: web.Request, name: str) -> web.Response:
     if mount:
         digest = Digest.parse(mount)
         source = request.query.get("from")
-        if await registry.blobs.mount(name, digest, check_name(source) if source else None):
+        if await _may_mount(request, source) and await registry.blobs.mount(
+            name, digest, check_name(source) if source else None
+        ):
             return _created(name, digest)
     algorithm = request.query.get("digest-algorithm", "sha256")
     if algorithm not in ALGORITHMS:

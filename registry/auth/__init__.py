@@ -1,0 +1,1 @@
+"""Authentication (htpasswd Basic, Docker registry tokens) and per-repository access control."""

@@ -1,0 +1,169 @@
+"""Docker registry tokens (JWT): verified as a resource server, and signed by the built-in service.
+
+An external token service is trusted through `rootcertbundle` (tokens carry an
+`x5c` chain ending at one of its certificates, as Distribution expects) or a
+JWKS file (tokens name their key with `kid`). The built-in service signs with
+an ES256 key of its own, which the registry trusts the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from .access import Identity, Scope
+
+ALGORITHMS = ["RS256", "ES256"]
+#: clocks of the registry and the token service may differ this much
+LEEWAY_SECONDS = 60
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+class TokenError(Exception):
+    """A token that must not be honoured; the message says why (never the token itself)."""
+
+
+def load_bundle(path: str | Path) -> list[x509.Certificate]:
+    certificates = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    if not certificates:
+        raise ValueError(f"no certificates in {path}")
+    return certificates
+
+
+def load_jwks(path: str | Path) -> dict[str, PublicKey]:
+    keys: dict[str, PublicKey] = {}
+    for entry in json.loads(Path(path).read_text()).get("keys", []):
+        key = jwt.PyJWK(entry).key
+        keys[entry.get("kid", f"key-{len(keys)}")] = key
+    return keys
+
+
+def key_id(key: PublicKey) -> str:
+    """A stable kid: the base64url sha256 of the key's DER form (not libtrust's format)."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    digest = hashlib.sha256(der).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+@dataclass
+class TokenVerifier:
+    service: str
+    issuer: str
+    roots: list[x509.Certificate] = field(default_factory=list)
+    keys: dict[str, PublicKey] = field(default_factory=dict)
+
+    def _key_for(self, header: dict[str, Any]) -> PublicKey:
+        chain = header.get("x5c")
+        if chain:
+            return self._verify_chain([x509.load_der_x509_certificate(base64.b64decode(c)) for c in chain])
+        kid = header.get("kid")
+        if kid in self.keys:
+            return self.keys[kid]
+        by_kid = {key_id(c.public_key()): c.public_key() for c in self.roots}  # type: ignore[misc]
+        if kid in by_kid:
+            return by_kid[kid]
+        raise TokenError("token signed by an unknown key")
+
+    def _verify_chain(self, chain: list[x509.Certificate]) -> PublicKey:
+        now = time.time()
+        for certificate in chain:
+            if not (certificate.not_valid_before_utc.timestamp() - LEEWAY_SECONDS <= now
+                    <= certificate.not_valid_after_utc.timestamp() + LEEWAY_SECONDS):
+                raise TokenError("token certificate chain is expired or not yet valid")
+        for child, parent in zip(chain, chain[1:]):
+            try:
+                child.verify_directly_issued_by(parent)
+            except Exception as exc:  # noqa: BLE001 - any failure means an untrusted chain
+                raise TokenError(f"token certificate chain is broken: {type(exc).__name__}") from None
+        last = chain[-1]
+        for root in self.roots:
+            if last == root:
+                return chain[0].public_key()  # type: ignore[return-value]
+            try:
+                last.verify_directly_issued_by(root)
+            except Exception:
+                continue
+            return chain[0].public_key()  # type: ignore[return-value]
+        raise TokenError("token certificate chain does not lead to a trusted root")
+
+    def verify(self, token: str) -> Identity:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenError("malformed token") from None
+        if header.get("alg") not in ALGORITHMS:
+            raise TokenError(f"token algorithm {header.get('alg')!r} not accepted")
+        key = self._key_for(header)
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=ALGORITHMS, audience=self.service, issuer=self.issuer,
+                leeway=LEEWAY_SECONDS, options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("token not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("token is for another service") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("token from another issuer") from None
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"invalid token: {type(exc).__name__}") from None
+        if claims.get("typ") == "refresh":
+            raise TokenError("a refresh token is not an access token")
+        grants = []
+        for entry in claims.get("access") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                grants.append(Scope(str(entry.get("type", "")), entry["name"],
+                                    frozenset(str(a) for a in entry.get("actions") or [])))
+        return Identity(claims.get("sub") or None, tuple(grants))
+
+
+class TokenSigner:
+    """The built-in token service's key: ES256, generated on first start and kept in a PEM file."""
+
+    def __init__(self, key_path: str | Path, issuer: str, service: str) -> None:
+        path = Path(key_path)
+        if path.exists():
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise ValueError(f"{path}: the token key must be an EC (P-256) key")
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            path.chmod(0o600)
+        self._key = key
+        self.public_key = key.public_key()
+        self.kid = key_id(self.public_key)
+        self.issuer = issuer
+        self.service = service
+
+    def sign(self, claims: dict[str, Any], expires_in: float) -> str:
+        now = int(time.time())
+        body = {"iss": self.issuer, "aud": self.service, "iat": now, "nbf": now - 1,
+                "exp": now + int(expires_in), "jti": secrets.token_hex(16), **claims}
+        return jwt.encode(body, self._key, algorithm="ES256", headers={"kid": self.kid})
+
+    def verify_refresh(self, token: str) -> str:
+        """The user a refresh token was issued to."""
+        try:
+            claims = jwt.decode(token, self.public_key, algorithms=["ES256"], audience=self.service,
+                                issuer=self.issuer, leeway=LEEWAY_SECONDS)
+        except jwt.PyJWTError:
+            raise TokenError("invalid or expired refresh token") from None
+        if claims.get("typ") != "refresh" or not claims.get("sub"):
+            raise TokenError("not a refresh token")
+        return str(claims["sub"])
