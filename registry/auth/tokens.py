@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import secrets
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import jwt
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -28,6 +30,8 @@ ALGORITHMS = ["RS256", "ES256"]
 #: clocks of the registry and the token service may differ this much
 LEEWAY_SECONDS = 60
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+#: what checking one certificate against its issuer raises when it was not issued by it
+CHAIN_ERRORS = (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm)
 
 
 class TokenError(Exception):
@@ -81,10 +85,10 @@ class TokenVerifier:
             if not (certificate.not_valid_before_utc.timestamp() - LEEWAY_SECONDS <= now
                     <= certificate.not_valid_after_utc.timestamp() + LEEWAY_SECONDS):
                 raise TokenError("token certificate chain is expired or not yet valid")
-        for child, parent in zip(chain, chain[1:]):
+        for child, parent in itertools.pairwise(chain):
             try:
                 child.verify_directly_issued_by(parent)
-            except Exception as exc:  # noqa: BLE001 - any failure means an untrusted chain
+            except CHAIN_ERRORS as exc:
                 raise TokenError(f"token certificate chain is broken: {type(exc).__name__}") from None
         last = chain[-1]
         for root in self.roots:
@@ -92,7 +96,7 @@ class TokenVerifier:
                 return chain[0].public_key()  # type: ignore[return-value]
             try:
                 last.verify_directly_issued_by(root)
-            except Exception:
+            except CHAIN_ERRORS:
                 continue
             return chain[0].public_key()  # type: ignore[return-value]
         raise TokenError("token certificate chain does not lead to a trusted root")
