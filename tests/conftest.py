@@ -91,15 +91,18 @@ def make_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
     """Start registries with their own config; each is stopped when the test ends.
 
     backend="s3" stores in a fresh bucket; to share a store, pass another server's root and config.
+    With `http.tls` in config the server is probed (and its url is) https; probe_cert is the
+    (certificate, key) the probe presents when `http.tls.clientcas` requires one.
     """
     started: list[RegistryServer] = []
 
     def make(root: Path | None = None, config: dict | None = None, args: list[str] | None = None,
-             backend: str = "filesystem") -> RegistryServer:
+             backend: str = "filesystem", probe_cert: tuple[str, str] | None = None) -> RegistryServer:
         index = len(started)
         if backend == "s3":
             config = s3_registry_config(request.getfixturevalue("moto"), config)
         server = RegistryServer(root or tmp_path / f"data{index}", tmp_path / f"server{index}.log", config, args)
+        server.probe_cert = probe_cert
         started.append(server)
         return server.start()
 

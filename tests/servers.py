@@ -37,10 +37,17 @@ class ServerProcess:
         self.log_path = log_path
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        #: (certificate, key) the readiness probe presents to a server that requires client certificates
+        self.probe_cert: tuple[str, str] | None = None
+
+    @property
+    def tls_ca(self) -> str | None:
+        """The CA file an https server's certificate is checked against; None: the server speaks plain http."""
+        return None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def host(self) -> str:
@@ -63,7 +70,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.command()} exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
             try:
-                if requests.get(f"{self.url}{self.ready_path}", timeout=1).status_code in (200, 401):
+                if requests.get(f"{self.url}{self.ready_path}", timeout=1, verify=self.tls_ca or True,
+                                cert=self.probe_cert).status_code in (200, 401):
                     return self
             except requests.ConnectionError:
                 time.sleep(0.05)
@@ -105,6 +113,12 @@ class RegistryServer(ServerProcess):
         self._store: StoreView | None = None
 
     @property
+    def tls_ca(self) -> str | None:
+        """With `http.tls`, the configured certificate: self-signed (`registry gen-cert`), it is its own CA."""
+        tls = ((self.config or {}).get("http") or {}).get("tls") or {}
+        return str(tls["certificate"]) if tls.get("certificate") else None
+
+    @property
     def backend(self) -> str:
         return "s3" if ((self.config or {}).get("storage") or {}).get("s3") else "filesystem"
 
@@ -139,6 +153,9 @@ class RegistryServer(ServerProcess):
 class ReferenceRegistry(ServerProcess):
     """CNCF Distribution, from Debian's docker-registry package, on the filesystem driver."""
 
+    #: Distribution's `auth` section, to compare what each registry accepts; None: no auth
+    auth: dict | None = None
+
     def command(self) -> list[str]:
         config = {
             "version": 0.1,
@@ -146,6 +163,8 @@ class ReferenceRegistry(ServerProcess):
             "storage": {"filesystem": {"rootdirectory": str(self.root)}, "delete": {"enabled": True}},
             "http": {"addr": self.host},
         }
+        if self.auth:
+            config["auth"] = self.auth
         config_path = self.log_path.with_suffix(".yml")
         config_path.write_text(yaml.safe_dump(config))
         return [reference_binary(), "serve", str(config_path)]

@@ -68,7 +68,8 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         status, (offset, count) = 206, byte_range
         headers["Content-Range"] = f"bytes {offset}-{offset + count - 1}/{info.size}"
     local = registry.backend.local_file(path)
-    if local is not None:
+    # sendfile writes beneath TLS, which would corrupt an https stream: there the bytes go through the transport
+    if local is not None and not _tls(request):
         return SendfileResponse(local, offset, count, status=status, headers=headers)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_type = "application/octet-stream"
@@ -84,6 +85,11 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
             await response.write(chunk)
     await response.write_eof()
     return response
+
+
+def _tls(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and transport.get_extra_info("sslcontext") is not None
 
 
 async def delete_blob(request: web.Request, name: str, digest: str) -> web.Response:

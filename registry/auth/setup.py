@@ -7,7 +7,7 @@ from typing import Any
 
 from .access import AccessRules
 from .guard import Guard
-from .htpasswd import Htpasswd
+from .htpasswd import Htpasswd, HtpasswdError, read_entries
 from .token_service import TokenService
 from .tokens import TokenSigner, TokenVerifier, load_bundle, load_jwks
 
@@ -26,6 +26,11 @@ def build_auth(auth: dict[str, Any] | None, data_dir: str) -> tuple[Guard | None
         raise AuthConfigError(str(exc)) from None
     htpasswd_conf = auth.get("htpasswd") or {}
     htpasswd = Htpasswd(htpasswd_conf["path"]) if htpasswd_conf.get("path") else None
+    if htpasswd is not None:
+        try:  # a file the registry cannot read must stop it here, not fail every login with a 500
+            read_entries(htpasswd.path)
+        except HtpasswdError as exc:
+            raise AuthConfigError(str(exc)) from None
     token_conf = auth.get("token")
     if not token_conf:
         if htpasswd is None:

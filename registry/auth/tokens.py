@@ -60,6 +60,14 @@ def key_id(key: PublicKey) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
+def libtrust_key_id(key: PublicKey) -> str:
+    """The kid Distribution-era token services (libtrust) write, and Distribution matches against its
+    rootcertbundle: the first 240 bits of the sha256 of the key's DER form, base32, in groups of four."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode()
+    return ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+
+
 @dataclass
 class TokenVerifier:
     service: str
@@ -70,11 +78,16 @@ class TokenVerifier:
     def _key_for(self, header: dict[str, Any]) -> PublicKey:
         chain = header.get("x5c")
         if chain:
-            return self._verify_chain([x509.load_der_x509_certificate(base64.b64decode(c)) for c in chain])
+            try:
+                certificates = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in chain]
+            except (TypeError, ValueError):  # not base64 (binascii.Error), not DER, not strings
+                raise TokenError("token x5c header is not a chain of certificates") from None
+            return self._verify_chain(certificates)
         kid = header.get("kid")
         if kid in self.keys:
             return self.keys[kid]
-        by_kid = {key_id(c.public_key()): c.public_key() for c in self.roots}  # type: ignore[misc]
+        by_kid = {kid_of(c.public_key()): c.public_key()  # type: ignore[misc]
+                  for c in self.roots for kid_of in (key_id, libtrust_key_id)}
         if kid in by_kid:
             return by_kid[kid]
         raise TokenError("token signed by an unknown key")
@@ -122,7 +135,7 @@ class TokenVerifier:
             raise TokenError("token is for another service") from None
         except jwt.InvalidIssuerError:
             raise TokenError("token from another issuer") from None
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:  # TypeError: alg for another kind of key
             raise TokenError(f"invalid token: {type(exc).__name__}") from None
         if claims.get("typ") == "refresh":
             raise TokenError("a refresh token is not an access token")
