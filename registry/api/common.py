@@ -83,7 +83,7 @@ def not_modified(request: web.Request, etag: str, headers: dict[str, str]) -> we
     return None
 
 
-async def may_pull(request: web.Request, name: str) -> bool:
-    """Whether the caller may read name (always, on a registry without auth)."""
+async def may_pull(request: web.Request, name: str, granted: bool = False) -> bool:
+    """Whether the caller may read name (always, on a registry without auth); see Guard.may."""
     guard = request.app.get(GUARD_KEY)
-    return guard is None or await guard.may(request, name, "pull")
+    return guard is None or await guard.may(request, name, "pull", granted)

@@ -30,7 +30,7 @@ async def _may_mount(request: web.Request, source: str | None) -> bool:
     (from anywhere) would let anyone link any stored blob by digest, so it becomes an upload."""
     if source is None:
         return GUARD_KEY not in request.app
-    return await may_pull(request, check_name(source))
+    return await may_pull(request, check_name(source), granted=True)
 
 
 async def start_upload(request: web.Request, name: str) -> web.Response:

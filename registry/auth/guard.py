@@ -89,7 +89,10 @@ class Guard:
             return ANONYMOUS
         self.limiter.check(request.remote or "unknown")
         if scheme == "basic" and self.htpasswd is not None:
-            user, password = _basic(credentials)
+            basic = _basic(credentials)
+            if basic is None:
+                raise self.failed_login(request, "malformed Basic credentials")
+            user, password = basic
             if not user and not password:  # some clients send empty credentials when they have none
                 return ANONYMOUS
             if user and await self.htpasswd.verify(user, password):
@@ -140,16 +143,18 @@ class Guard:
         raise RegistryError("DENIED", f"{identity.name} may not {','.join(sorted(actions - allowed))} {name}",
                             {"repository": name, "actions": sorted(actions)})
 
-    async def may(self, request: web.Request, name: str, action: str) -> bool:
-        """By the rules for the caller as a user (for a token holder too: a catalog token names no repository)."""
+    async def may(self, request: web.Request, name: str, action: str, granted: bool = False) -> bool:
+        """By the rules for the caller as a user (for a token holder too: a catalog token names no repository);
+        granted: a token holder only as far as the token grants (a mount's source, as Distribution checks it)."""
         identity = await self.identify(request)
-        return action in self.rules.allowed(Identity(identity.name), name)
+        return action in self.rules.allowed(identity if granted else Identity(identity.name), name)
 
 
-def _basic(credentials: str) -> tuple[str, str]:
+def _basic(credentials: str) -> tuple[str, str] | None:
+    """(user, password), or None for a header that is not Basic credentials at all."""
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        return "", ""
-    user, _, password = decoded.partition(":")
-    return user, password
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import bcrypt
 
+log = logging.getLogger("registry.auth")
 #: how long a verified password is taken as verified again without bcrypt
 VERIFIED_TTL_SECONDS = 300.0
 BCRYPT_ROUNDS = 12
@@ -60,7 +62,8 @@ class Htpasswd:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._mtime: float | None = None
+        #: when, how big and which file: a rewrite within one mtime tick is still seen
+        self._mtime: tuple[int, int, int] | None = None
         self._entries: dict[str, bytes] = {}
         self._verified: dict[tuple[str, bytes], float] = {}
         self._key = secrets.token_bytes(32)
@@ -69,12 +72,17 @@ class Htpasswd:
 
     def _load(self) -> dict[str, bytes]:
         try:
-            mtime = self.path.stat().st_mtime
+            st = self.path.stat()
+            mtime: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
             mtime = None
         if mtime != self._mtime:
-            self._entries = read_entries(self.path)
             self._mtime = mtime
+            try:
+                self._entries = read_entries(self.path)
+            except (HtpasswdError, OSError, UnicodeDecodeError) as exc:
+                # a file broken while serving keeps the users it had; startup refuses a broken one
+                log.error("keeping the previous users: %s", exc)
             self._verified.clear()
         return self._entries
 

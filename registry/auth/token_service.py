@@ -20,6 +20,7 @@ from .tokens import TokenError, TokenSigner
 
 ACCESS_TOKEN_SECONDS = 300
 REFRESH_TOKEN_SECONDS = 30 * 24 * 3600
+QUERY_PARAMETERS = {"service", "scope", "offline_token", "client_id", "account"}
 
 
 class TokenService:
@@ -30,7 +31,8 @@ class TokenService:
         self.guard = guard
 
     async def handle(self, request: web.Request) -> web.Response:
-        params: dict[str, Any] = dict(request.query)
+        # the OAuth2 grants carry secrets: only in a POST body, never in a URL that gets logged
+        params: dict[str, Any] = {k: v for k, v in request.query.items() if k in QUERY_PARAMETERS}
         scopes = request.query.getall("scope", [])
         if request.method == "POST":
             form = await request.post()
@@ -67,7 +69,7 @@ class TokenService:
             header = request.headers.get("Authorization", "")
             if not header.lower().startswith("basic "):
                 return None, False
-            user, password = _basic(header[6:])
+            user, password = _basic(header[6:]) or ("", "")
             offline = str(params.get("offline_token", "")).lower() == "true"
         self.guard.limiter.check(client)
         if not user or not await self.htpasswd.verify(user, password):
