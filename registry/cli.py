@@ -22,6 +22,9 @@ from .auth.setup import AuthConfigError, build_auth
 from .config import Config, ConfigError, load_config
 from .domain import Policy, Registry
 from .durations import parse_duration
+from .errors import RegistryError
+from .mirror.config import upstreams_from_config
+from .mirror.service import Mirror
 from .purging import purge_forever
 from .tls import server_context, write_self_signed
 
@@ -98,7 +101,13 @@ def serve(config: Config) -> None:
         ssl_context = server_context(config.get("http", "tls", default={}) or {})
     except (AuthConfigError, OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"auth/tls: {exc}") from None
-    app = create_app(registry, base_url=config.get("http", "host"), guard=guard, token_service=token_service)
+    try:
+        upstreams = upstreams_from_config(config.get("proxy"))
+    except (ValueError, RegistryError) as exc:
+        raise ConfigError(f"proxy: {exc}") from None
+    mirror = Mirror(registry, upstreams) if upstreams else None
+    app = create_app(registry, base_url=config.get("http", "host"), guard=guard, token_service=token_service,
+                     mirror=mirror)
     purging = upload_purging(config, registry.backend)
     if purging is not None:
         app.cleanup_ctx.append(purging)
@@ -107,6 +116,8 @@ def serve(config: Config) -> None:
     read_only = " (read-only)" if registry.policy.read_only else ""
     scheme = "https" if ssl_context else "http"
     auth = f", auth: {guard.mode}" if guard else ""
+    if mirror is not None:
+        auth += ", mirroring " + ", ".join(f"{u.prefix or '*'} from {u.url}" for u in mirror.upstreams)
     log.warning("registry listening on %s://%s:%d, storing in %s%s%s", scheme, host, port, where, read_only, auth)
     web.run_app(
         app,

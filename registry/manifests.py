@@ -123,7 +123,8 @@ class ManifestStore:
         self._cache_bytes = 0
 
     async def put(
-        self, name: str, reference: str, body: bytes, content_type: str | None, extra_tags: Sequence[str] = ()
+        self, name: str, reference: str, body: bytes, content_type: str | None, extra_tags: Sequence[str] = (),
+        check_references: bool = True,
     ) -> Manifest:
         """Store a manifest by tag or digest; by digest it may also get `extra_tags` (the `?tag=` parameters)."""
         if len(body) > MAX_MANIFEST_SIZE:
@@ -144,7 +145,8 @@ class ManifestStore:
             tags = [check_tag(reference)]
             digest = Digest.of(body)
         manifest = parse_manifest(body, content_type, digest)
-        await self._check_references(name, manifest)
+        if check_references:  # a mirror caches a manifest before the blobs it names
+            await self._check_references(name, manifest)
 
         data = layout.blob_data(digest)
         if not await self.backend.exists(data):
@@ -196,6 +198,16 @@ class ManifestStore:
                 return digest
         await self.check_repository(name)
         raise RegistryError("MANIFEST_UNKNOWN", f"manifest {reference} unknown to repository {name}")
+
+    async def tag_written_at(self, name: str, tag: str) -> float | None:
+        """When the tag was last set (or confirmed by a mirror); None for no such tag."""
+        try:
+            return (await self.backend.stat(layout.tag_current_link(name, tag))).mtime
+        except PathNotFound:
+            return None
+
+    async def confirm_tag(self, name: str, tag: str, digest: Digest) -> None:
+        await write_link(self.backend, layout.tag_current_link(name, tag), digest)
 
     async def check_repository(self, name: str) -> None:
         if not await self.backend.exists(layout.manifests_dir(name)):

@@ -16,7 +16,9 @@ from ..references import check_name
 from . import base, blobs, catalog, manifests, referrers, tags, uploads
 from ..auth.guard import BUILTIN_PATH, Guard
 from ..auth.token_service import TokenService
-from .common import GUARD_KEY, REGISTRY_KEY
+from ..metrics import exposition
+from ..mirror.service import Mirror
+from .common import GUARD_KEY, MIRROR_KEY, REGISTRY_KEY
 
 log = logging.getLogger("registry.http")
 
@@ -79,12 +81,22 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             )
         params = match.groupdict()
         if "name" in params:
+            mirror = request.app.get(MIRROR_KEY)
+            if mirror is not None:
+                params["name"] = mirror.local_name(params["name"], request.query.get("ns"))
+                if request.method not in ("GET", "HEAD"):
+                    mirror.refuse_writes(params["name"])
             check_name(params["name"])
         guard = request.app.get(GUARD_KEY)
         if guard is not None:
             await guard.require(request, params.get("name"), ACTIONS[request.method])
         return await handler(request, **params)
     raise RegistryError("NOT_FOUND", f"no such endpoint: {path}")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def error_response(error: RegistryError, request: web.BaseRequest) -> web.Response:
@@ -141,12 +153,17 @@ def create_app(
     base_url: str | None = None,
     guard: Guard | None = None,
     token_service: TokenService | None = None,
+    mirror: Mirror | None = None,
     **app_options: Any,
 ) -> web.Application:
     app = web.Application(middlewares=[render_errors], **app_options)
     app[REGISTRY_KEY] = registry
+    if mirror is not None:
+        app[MIRROR_KEY] = mirror
+        app.on_cleanup.append(lambda _: mirror.close())
     if guard is not None:
         app[GUARD_KEY] = guard
+    app.router.add_route("GET", "/metrics", metrics)
     app.router.add_route("*", "/v2", dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
     if token_service is not None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from aiohttp import web
 
 from .. import layout
 from ..errors import RegistryError
+from ..mirror.service import Mirror
 from ..references import Digest
-from .common import not_modified, registry_of
+from .common import mirror_for, not_modified, registry_of
 from .sendfile import SendfileResponse
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -46,6 +48,11 @@ def _unsatisfiable(size: int) -> RegistryError:
 async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
     registry = registry_of(request)
     parsed = Digest.parse(digest)
+    mirror = mirror_for(request, name)
+    if mirror is not None:
+        if not await registry.blobs.is_linked(name, parsed):
+            return await mirrored_blob(request, mirror, name, parsed)
+        mirror.count_hit(name, "blob")
     info = await registry.blobs.stat(name, parsed)
     etag = f'"{parsed}"'
     headers = {
@@ -90,6 +97,40 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
 def _tls(request: web.Request) -> bool:
     transport = request.transport
     return transport is not None and transport.get_extra_info("sslcontext") is not None
+
+
+async def mirrored_blob(request: web.Request, mirror: Mirror, name: str, digest: Digest) -> web.StreamResponse:
+    """A blob not cached yet. HEAD asks the upstream; GET streams the fill as it arrives, or,
+    when another client's fill is already under way, waits for it and serves the stored blob."""
+    headers = {"Docker-Content-Digest": str(digest), "ETag": f'"{digest}"', "Accept-Ranges": "bytes"}
+    if request.method == "HEAD":
+        size = await mirror.blob_size(name, digest)
+        return web.Response(headers={**headers, "Content-Length": str(size),
+                                     "Content-Type": "application/octet-stream"})
+    fill = mirror.fill(name, digest)
+    queue = None if "Range" in request.headers else fill.watch()
+    if queue is None:
+        await asyncio.shield(fill.done.wait())
+        if fill.error is not None:
+            raise fill.error
+        return await get_blob(request, name, str(digest))
+    try:
+        await fill.headers_ready.wait()
+        if fill.error is not None:
+            raise fill.error
+        response = web.StreamResponse(headers=headers)
+        response.content_type = "application/octet-stream"
+        if fill.size is not None:
+            response.content_length = fill.size
+        await response.prepare(request)
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise ConnectionResetError(f"upstream fill of {digest} failed") from item
+            await response.write(item)
+        await response.write_eof()
+        return response
+    finally:
+        fill.unwatch(queue)
 
 
 async def delete_blob(request: web.Request, name: str, digest: str) -> web.Response:

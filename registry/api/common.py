@@ -10,10 +10,12 @@ from aiohttp import web
 
 from ..auth.guard import Guard
 from ..domain import Registry
+from ..mirror.service import Mirror
 from ..errors import RegistryError
 
 REGISTRY_KEY = web.AppKey("registry", Registry)
 GUARD_KEY = web.AppKey("guard", Guard)
+MIRROR_KEY = web.AppKey("mirror", Mirror)
 #: request bodies are written in pieces of about this size: fewer thread hops, bounded memory
 WRITE_CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)")
@@ -87,3 +89,9 @@ async def may_pull(request: web.Request, name: str, granted: bool = False) -> bo
     """Whether the caller may read name (always, on a registry without auth); see Guard.may."""
     guard = request.app.get(GUARD_KEY)
     return guard is None or await guard.may(request, name, "pull", granted)
+
+
+def mirror_for(request: web.Request, name: str) -> Mirror | None:
+    """The mirror, when name is a mirrored repository."""
+    mirror = request.app.get(MIRROR_KEY)
+    return mirror if mirror is not None and mirror.route(name) is not None else None

@@ -10,7 +10,7 @@ from ..references import is_digest
 
 #: tags one manifest PUT may set with `?tag=` (the spec asks for at least 10)
 MAX_TAG_PARAMS = 100
-from .common import not_modified, registry_of
+from .common import mirror_for, not_modified, registry_of
 
 
 async def _read_limited(request: web.Request) -> bytes:
@@ -49,7 +49,11 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.R
 
 async def get_manifest(request: web.Request, name: str, reference: str) -> web.Response:
     """The manifest exactly as pushed: never converted, whatever the Accept lines ask for."""
-    manifest = await registry_of(request).manifests.get(name, reference)
+    mirror = mirror_for(request, name)
+    if mirror is not None:
+        manifest = await mirror.manifest(name, reference)
+    else:
+        manifest = await registry_of(request).manifests.get(name, reference)
     etag = f'"{manifest.digest}"'
     headers = {"Docker-Content-Digest": str(manifest.digest), "ETag": etag}
     unchanged = not_modified(request, etag, headers)

@@ -1,0 +1,1 @@
+"""Pull-through mirroring of upstream registries, side by side with local repositories."""
