@@ -80,7 +80,11 @@ class Mirror:
             else:
                 count("hit")
                 return manifest
-            manifest = await self._fetch(upstream, remote, name, reference)
+            try:
+                manifest = await self._fetch(upstream, remote, name, reference)
+            except UpstreamError as exc:
+                count("error")
+                raise RegistryError("UNAVAILABLE", f"upstream {upstream.url} failed: {exc}") from None
             count("miss")
             return manifest
         written = await store.tag_written_at(name, reference)
@@ -130,10 +134,16 @@ class Mirror:
     async def blob_size(self, name: str, digest: Digest) -> int:
         """HEAD of a blob not cached yet: asked upstream, nothing fetched."""
         upstream, remote = self._route(name)
-        response = await upstream.request("HEAD", remote, f"blobs/{digest}")
+        try:
+            response = await upstream.request("HEAD", remote, f"blobs/{digest}")
+        except UpstreamError as exc:
+            _counter(upstream, "blob")("error")
+            raise RegistryError("UNAVAILABLE", f"upstream {upstream.url} failed: {exc}") from None
         response.release()
-        if response.status != 200:
+        if response.status == 404:
             raise RegistryError("BLOB_UNKNOWN", f"blob {digest} unknown upstream")
+        if response.status != 200:
+            raise RegistryError("UNAVAILABLE", f"upstream {upstream.url} answered {response.status} for blob {digest}")
         return int(response.headers.get("Content-Length", "0"))
 
     def fill(self, name: str, digest: Digest) -> "Fill":
@@ -185,6 +195,7 @@ class Fill:
     task: asyncio.Task[None] | None = None
     _watchers: set[asyncio.Queue[bytes | BaseException | None]] = field(default_factory=set)
     _streaming: bool = False
+    _held: bytes | None = None  # the latest chunk, sent on once the next one (or the verdict) is in
 
     def watch(self) -> asyncio.Queue[bytes | BaseException | None] | None:
         """A queue of every chunk from the first one on, or None when the fill is already past it
@@ -197,18 +208,24 @@ class Fill:
 
     def unwatch(self, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
         self._watchers.discard(queue)
+        while not queue.empty():  # a fill waiting for room in it (its client hung up) goes on
+            queue.get_nowait()
 
     async def run(self) -> None:
         count = _counter(self.upstream, "blob")
         try:
             response = await self.upstream.request("GET", self.remote, f"blobs/{self.digest}")
             async with response:
-                if response.status != 200:
+                if response.status == 404:
                     raise RegistryError("BLOB_UNKNOWN", f"blob {self.digest} unknown upstream")
+                if response.status != 200:  # e.g. 401 with wrong credentials: not a missing blob
+                    raise UpstreamError(f"{self.upstream.url} answered {response.status} for blob {self.digest}")
                 self.size = response.content_length
                 self.headers_ready.set()
                 await self.registry.uploads.put_whole(self.name, self.digest, self._relay(response), self.size)
             count("miss")
+            if self._held is not None:
+                await self._broadcast(self._held)
             await self._broadcast(None)
         except BaseException as exc:  # the store kept nothing; watchers see the connection drop
             self.error = exc if not isinstance(exc, UpstreamError) else RegistryError(
@@ -223,9 +240,13 @@ class Fill:
             self.done.set()
 
     async def _relay(self, response) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-def]
+        """Each chunk goes to the watchers when the next one arrives, the last one only once the blob
+        verified: a watcher never receives the whole of a body that does not match its digest."""
         async for chunk in response.content.iter_chunked(READ_CHUNK):
             self._streaming = True
-            await self._broadcast(chunk)
+            if self._held is not None:
+                await self._broadcast(self._held)
+            self._held = chunk
             yield chunk
 
     async def _broadcast(self, item: bytes | BaseException | None) -> None:
