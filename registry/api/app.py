@@ -124,6 +124,8 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if _streaming(request):
             raise
         return error_response(RegistryError("UNAVAILABLE", "storage backend unavailable, try again later"), request)
+    except ConnectionResetError:
+        raise  # a body cut off on purpose (see _streaming): aiohttp drops the connection
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         if _streaming(request):

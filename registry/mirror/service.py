@@ -228,8 +228,11 @@ class Fill:
                 await self._broadcast(self._held)
             await self._broadcast(None)
         except BaseException as exc:  # the store kept nothing; watchers see the connection drop
-            self.error = exc if not isinstance(exc, UpstreamError) else RegistryError(
-                "UNAVAILABLE", f"upstream {self.upstream.url} failed: {exc}")
+            # what the upstream sent is at fault, not the client: a digest mismatch is the upstream's
+            upstream_fault = isinstance(exc, UpstreamError) or (
+                isinstance(exc, RegistryError) and exc.code in ("DIGEST_INVALID", "SIZE_INVALID"))
+            self.error = RegistryError("UNAVAILABLE", f"upstream {self.upstream.url} failed: {exc}") \
+                if upstream_fault else exc
             count("error")
             log.warning("fill of %s from %s failed: %s", self.digest, self.upstream.url, exc)
             self.headers_ready.set()
