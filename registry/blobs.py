@@ -8,7 +8,7 @@ from storage_backends import FileInfo, PathNotFound, StorageBackend
 
 from . import layout
 from .errors import RegistryError
-from .links import delete_quietly, read_link, write_link
+from .links import delete_quietly, digests_under, read_link, write_link
 from .references import Digest
 
 
@@ -81,3 +81,67 @@ class BlobStore:
     async def unlink(self, name: str, digest: Digest) -> None:
         await self.stat(name, digest)
         await delete_quietly(self.backend, layout.layer_link(name, digest).rsplit("/", 1)[0])
+
+    # -- for the mirror's cache eviction ---------------------------------------------------------
+
+    async def linked(self, name: str) -> list[Digest]:
+        """Every digest the repository has a link for, whether or not its data is stored."""
+        return await digests_under(self.backend, layout.layers_dir(name))
+
+    async def linked_at(self, name: str, digest: Digest) -> float | None:
+        """When the link was written (for a mirror: when the blob was fetched); None without one."""
+        try:
+            return (await self.backend.stat(layout.layer_link(name, digest))).mtime
+        except PathNotFound:
+            return None
+
+    async def size(self, digest: Digest) -> int | None:
+        """The stored data's size; None when it is not stored."""
+        info = self._data.get(digest)
+        if info is not None:
+            return info.size
+        try:
+            return (await self.backend.stat(layout.blob_data(digest))).size
+        except PathNotFound:
+            return None
+
+    async def drop_link(self, name: str, digest: Digest) -> bool:
+        """Remove the repository's link whether or not the data is there; the data stays."""
+        return await delete_quietly(self.backend, layout.layer_link(name, digest).rsplit("/", 1)[0])
+
+    async def set_aside(self, digest: Digest) -> bool:
+        """Move the data out of the blob store, recoverably; False when it was not stored.
+
+        Deleting blob data is safe only once nothing links it, and a push may link data it found
+        stored (deduplication) at any moment: the data is moved aside first, the links are
+        checked again, and only then is it deleted or put back.
+        """
+        self._data.pop(digest, None)
+        try:
+            await self.backend.move(layout.blob_data(digest), layout.set_aside_data(digest))
+        except PathNotFound:
+            return False
+        return True
+
+    async def put_back(self, digest: Digest) -> None:
+        """Undo set_aside; when the blob was stored again meanwhile, that copy stays."""
+        if await self.stored(digest):
+            await delete_quietly(self.backend, layout.set_aside_data(digest))
+            return
+        try:
+            await self.backend.move(layout.set_aside_data(digest), layout.blob_data(digest))
+        except PathNotFound:
+            pass  # another replica's eviction decided first
+
+    async def delete_set_aside(self, digest: Digest) -> int:
+        """Delete set-aside data for good; its size (0 when another replica was first)."""
+        path = layout.set_aside_data(digest)
+        try:
+            size = (await self.backend.stat(path)).size
+        except PathNotFound:
+            return 0
+        return size if await delete_quietly(self.backend, path) else 0
+
+    async def set_aside_digests(self) -> list[Digest]:
+        """Data set aside and neither deleted nor put back (its eviction was interrupted)."""
+        return await digests_under(self.backend, layout.SET_ASIDE)

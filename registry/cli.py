@@ -24,6 +24,7 @@ from .domain import Policy, Registry
 from .durations import parse_duration
 from .errors import RegistryError
 from .mirror.config import upstreams_from_config
+from .mirror.eviction import CacheSettings, cache_eviction
 from .mirror.service import Mirror
 from .purging import purge_forever
 from .tls import server_context, write_self_signed
@@ -103,14 +104,19 @@ def serve(config: Config) -> None:
         raise ConfigError(f"auth/tls: {exc}") from None
     try:
         upstreams = upstreams_from_config(config.get("proxy"))
+        cache = CacheSettings.from_config(config.get("proxy", "cache"))
     except (ValueError, RegistryError) as exc:
         raise ConfigError(f"proxy: {exc}") from None
+    if cache is not None and not upstreams:
+        raise ConfigError("proxy.cache needs proxy.remoteurl or proxy.upstreams")
     mirror = Mirror(registry, upstreams) if upstreams else None
     app = create_app(registry, base_url=config.get("http", "host"), guard=guard, token_service=token_service,
                      mirror=mirror)
     purging = upload_purging(config, registry.backend)
     if purging is not None:
         app.cleanup_ctx.append(purging)
+    if mirror is not None and cache is not None:
+        app.cleanup_ctx.append(cache_eviction(mirror, cache))
     host, port = config.host_port
     access_log = None if config.get("log", "accesslog", "disabled") else logging.getLogger("registry.access")
     read_only = " (read-only)" if registry.policy.read_only else ""

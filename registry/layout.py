@@ -11,6 +11,7 @@ interchangeable between the two:
         _manifests/tags/<tag>/index/<alg>/<hex>/link
         _uploads/<id>/data, startedat
         _referrers/<subject alg>/<subject hex>/<alg>/<hex>/link   (ours; Distribution ignores it)
+    docker/registry/v2/evicting/<alg>/<hex>      (ours: blob data on its way out of a mirror's cache)
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ REPOSITORIES = f"{ROOT}/repositories"
 REPOSITORY_MARKER = "_manifests"
 #: a directory holding this entry has upload sessions
 UPLOADS_MARKER = "_uploads"
+#: a directory holding this entry links blobs (pushed before any manifest, it is not in the catalog yet)
+LAYERS_MARKER = "_layers"
+#: blob data the mirror's cache eviction moved out of the way while it makes sure no repository links it
+SET_ASIDE = f"{ROOT}/evicting"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -38,12 +43,26 @@ def repository(name: str) -> str:
     return f"{REPOSITORIES}/{name}"
 
 
+def set_aside_data(digest: Digest) -> str:
+    return f"{SET_ASIDE}/{digest.algorithm}/{digest.hex}"
+
+
+def layers_dir(name: str) -> str:
+    """Holds `<alg>/<hex>/link` for every blob the repository links."""
+    return f"{REPOSITORIES}/{name}/{LAYERS_MARKER}"
+
+
 def layer_link(name: str, digest: Digest) -> str:
     return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
 
 
 def manifests_dir(name: str) -> str:
     return f"{REPOSITORIES}/{name}/{REPOSITORY_MARKER}"
+
+
+def revisions_dir(name: str) -> str:
+    """Holds `<alg>/<hex>/link` for every manifest the repository holds."""
+    return f"{REPOSITORIES}/{name}/_manifests/revisions"
 
 
 def revision_link(name: str, digest: Digest) -> str:

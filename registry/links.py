@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from storage_backends import PathNotFound, StorageBackend
 
+from .errors import RegistryError
 from .references import Digest
 
 
@@ -26,3 +27,27 @@ async def delete_quietly(backend: StorageBackend, path: str) -> bool:
     except PathNotFound:
         return False
     return True
+
+
+async def digests_under(backend: StorageBackend, base: str) -> list[Digest]:
+    """The digests named by the `<alg>/<hex>` entries under base (none if base is absent).
+
+    For link directories the names are read, not the link files: a directory counts as a
+    link even while its file is being rewritten, which errs on the side of keeping data.
+    """
+    try:
+        algorithms = await backend.list(base)
+    except PathNotFound:
+        return []
+    found = []
+    for algorithm in algorithms:
+        try:
+            hexes = await backend.list(f"{base}/{algorithm}")
+        except PathNotFound:
+            continue
+        for hex_ in hexes:
+            try:
+                found.append(Digest.parse(f"{algorithm}:{hex_}"))
+            except RegistryError:
+                continue  # not a digest: nothing of ours
+    return found

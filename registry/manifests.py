@@ -12,7 +12,7 @@ from storage_backends import PathNotFound, StorageBackend
 from . import layout
 from .blobs import BlobStore
 from .errors import RegistryError
-from .links import delete_quietly, read_link, write_link
+from .links import delete_quietly, digests_under, read_link, write_link
 from .references import Digest, check_tag, is_digest
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
@@ -263,6 +263,55 @@ class ManifestStore:
         except PathNotFound:
             return []
         return [t for t in tags if await read_link(self.backend, layout.tag_current_link(name, t)) == digest]
+
+
+    # -- for the mirror's cache eviction ---------------------------------------------------------
+
+    async def revisions(self, name: str) -> list[Digest]:
+        """Every manifest the repository holds, whether or not its data is stored."""
+        return await digests_under(self.backend, layout.revisions_dir(name))
+
+    async def revision_written_at(self, name: str, digest: Digest) -> float | None:
+        try:
+            return (await self.backend.stat(layout.revision_link(name, digest))).mtime
+        except PathNotFound:
+            return None
+
+    async def tag_targets(self, name: str) -> list[tuple[str, Digest | None, float]]:
+        """(tag, the manifest it points at, when it was set or last confirmed) for every tag."""
+        try:
+            tags = await self.backend.list(layout.tags_dir(name))
+        except PathNotFound:
+            return []
+        found = []
+        for tag in tags:
+            written = await self.tag_written_at(name, tag)
+            if written is None:
+                continue
+            try:
+                target = await read_link(self.backend, layout.tag_current_link(name, tag))
+            except RegistryError:  # not a digest: the tag points at nothing
+                target = None
+            found.append((tag, target, written))
+        return found
+
+    async def forget(self, name: str, digest: Digest | None, tags: Sequence[str]) -> None:
+        """Drop tags and the manifest they point at (with its referrer entry) from a repository,
+        tolerating pieces already gone; the manifest's data stays."""
+        for tag in tags:
+            await delete_quietly(self.backend, layout.tag_dir(name, tag))
+        if digest is None:
+            return
+        try:
+            subject = (await self.load(digest)).subject
+        except (RegistryError, KeyError, TypeError):  # data gone, or a subject we cannot read
+            subject = None
+        if subject is not None:
+            await delete_quietly(self.backend, layout.referrer_link(name, subject, digest).rsplit("/", 1)[0])
+        await delete_quietly(self.backend, layout.revision_link(name, digest).rsplit("/", 1)[0])
+        # a tag set on it meanwhile would point at nothing (and a mirror would serve it as unknown)
+        for tag in await self.tags_of(name, digest):
+            await delete_quietly(self.backend, layout.tag_dir(name, tag))
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

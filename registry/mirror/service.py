@@ -89,8 +89,13 @@ class Mirror:
             return manifest
         written = await store.tag_written_at(name, reference)
         if written is not None and time.time() - written < upstream.ttl:
-            count("hit")
-            return await store.get(name, reference)
+            try:
+                manifest = await store.get(name, reference)
+            except RegistryError:  # a tag whose manifest went (evicted): fetch it again
+                written = None
+            else:
+                count("hit")
+                return manifest
         try:
             upstream_digest = await self._head_digest(upstream, remote, reference)
             if written is not None and upstream_digest is not None:
