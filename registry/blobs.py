@@ -14,6 +14,9 @@ from .references import Digest
 
 #: blob data is immutable and kept while any repository links it, so its size can be remembered
 MAX_CACHED_SIZES = 65_536
+#: how long set-aside data waits before the links are checked again (eviction, garbage collection):
+#: longer than a push takes between finding the data stored and writing its link
+SET_ASIDE_GRACE = 2.0
 
 
 class BlobStore:

@@ -27,3 +27,12 @@ class Catalog:
             skip=layout.is_internal,
         )
         return page.cut(names)
+
+
+async def linking_repositories(backend: StorageBackend) -> list[str]:
+    """Every repository that links anything: those in the catalog, and those whose first push has
+    linked blobs but no manifest yet (what eviction and garbage collection must not overlook)."""
+    found: set[str] = set()
+    for marker in (layout.REPOSITORY_MARKER, layout.LAYERS_MARKER):
+        found.update(await backend.find_dirs_containing(layout.REPOSITORIES, marker, skip=layout.is_internal))
+    return sorted(found)

@@ -23,6 +23,7 @@ from .config import Config, ConfigError, load_config
 from .domain import Policy, Registry
 from .durations import parse_duration
 from .errors import RegistryError
+from .gc import GarbageCollector, GCSettings, garbage_collection
 from .mirror.config import upstreams_from_config
 from .mirror.eviction import CacheSettings, cache_eviction
 from .mirror.service import Mirror
@@ -117,6 +118,12 @@ def serve(config: Config) -> None:
         app.cleanup_ctx.append(purging)
     if mirror is not None and cache is not None:
         app.cleanup_ctx.append(cache_eviction(mirror, cache))
+    try:
+        collection = garbage_collection(config.get("storage", "gc"), registry)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if collection is not None:
+        app.cleanup_ctx.append(collection)
     host, port = config.host_port
     access_log = None if config.get("log", "accesslog", "disabled") else logging.getLogger("registry.access")
     read_only = " (read-only)" if registry.policy.read_only else ""
@@ -186,6 +193,31 @@ def _user_command(args: argparse.Namespace) -> None:
     write_entries(path, entries)
 
 
+def _gc_command(args: argparse.Namespace) -> None:
+    """One collection now; the flags override storage.gc's grace and deleteuntagged."""
+    config = load_config(args.config)
+    try:
+        settings = GCSettings.from_config(config.get("storage", "gc"))
+        grace = settings.grace if args.grace is None else parse_duration(args.grace)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    registry, _ = build_registry(config)
+
+    async def collect() -> None:
+        try:
+            report = await GarbageCollector(registry, grace, args.delete_untagged or settings.delete_untagged,
+                                            args.dry_run).run()
+        finally:
+            await registry.close()
+        for name, digest in report.untagged:
+            print(f"untagged manifest {name}@{digest}")
+        for digest, size in sorted(report.freed.items(), key=lambda item: str(item[0])):
+            print(f"blob {digest} {size}")
+        print(report.summary())
+
+    asyncio.run(collect())
+
+
 def _gen_cert_command(args: argparse.Namespace) -> None:
     write_self_signed(args.hosts, Path(args.cert), Path(args.key), args.days)
     print(f"wrote {args.cert} and {args.key} for {', '.join(args.hosts)}")
@@ -211,6 +243,14 @@ def main(argv: list[str] | None = None) -> None:
     user_parser.add_argument("--config", "-c", help="YAML config file")
     user_parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     user_parser.set_defaults(func=_user_command)
+
+    gc_parser = commands.add_parser("gc", help="delete blob data no manifest references (garbage collection)")
+    gc_parser.add_argument("--config", "-c", help="YAML config file (its storage section)")
+    gc_parser.add_argument("--dry-run", action="store_true", help="report what would be freed, delete nothing")
+    gc_parser.add_argument("--delete-untagged", action="store_true",
+                           help="also remove manifests no tag reaches (storage.gc.deleteuntagged)")
+    gc_parser.add_argument("--grace", help="never collect content younger than this (storage.gc.grace, default 1h)")
+    gc_parser.set_defaults(func=_gc_command)
 
     cert_parser = commands.add_parser("gen-cert", help="write a self-signed TLS certificate and key")
     cert_parser.add_argument("hosts", nargs="+", help="host names or IP addresses the certificate is for")

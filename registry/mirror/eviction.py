@@ -30,7 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import layout
+from ..blobs import SET_ASIDE_GRACE
+from ..catalog import linking_repositories
 from ..durations import parse_duration
 from ..metrics import (
     MIRROR_CACHE_BYTES,
@@ -46,9 +47,6 @@ log = logging.getLogger("registry.mirror.eviction")
 
 DEFAULT_INTERVAL = "1h"
 MAX_START_DELAY = 3600.0
-#: how long set-aside data waits before the links are checked again: longer than a push takes
-#: between finding the data stored and writing its link
-SET_ASIDE_GRACE = 2.0
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgtp])(i)?b?|b)?", re.IGNORECASE)
 _POWERS = "kmgtp"
 _KEYS = {"maxage", "maxsize", "interval"}
@@ -170,11 +168,7 @@ class CacheEvictor:
 
     async def _repositories(self) -> list[str]:
         """Every repository, including those whose first push has linked blobs but no manifest yet."""
-        backend = self.registry.backend
-        found: set[str] = set()
-        for marker in (layout.REPOSITORY_MARKER, layout.LAYERS_MARKER):
-            found.update(await backend.find_dirs_containing(layout.REPOSITORIES, marker, skip=layout.is_internal))
-        return sorted(found)
+        return await linking_repositories(self.registry.backend)
 
     async def _entries(self, name: str) -> list[Entry]:
         blobs, manifests = self.registry.blobs, self.registry.manifests
