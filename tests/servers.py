@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from typing import Callable
+
 import requests
 import yaml
 
@@ -191,3 +193,7 @@ class MotoServer(ServerProcess):
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
+#: the type of the make_registry fixture (tests/conftest.py)
+MakeRegistry = Callable[..., RegistryServer]

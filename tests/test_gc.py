@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,9 @@ from .client import (
     digest_of,
     unique_repo,
 )
-from .servers import RegistryServer
+from .servers import MakeRegistry, RegistryServer
 from .store_view import V2, blob_path, layer_link_path
 
-MakeRegistry = Callable[..., RegistryServer]
 HOURS_2 = 7200.0
 
 

@@ -36,12 +36,11 @@ from .oci_layout import (
     multi_arch_index,
     small_image,
 )
-from .servers import RegistryServer, ServerProcess
+from .servers import MakeRegistry, RegistryServer, ServerProcess
 
 MiB = 1 << 20
 PREFIX = "up"
 
-MakeRegistry = Callable[..., RegistryServer]
 
 
 # --- helpers ---------------------------------------------------------------------------------------

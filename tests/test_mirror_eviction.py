@@ -37,10 +37,9 @@ from .client import (
     digest_of,
     unique_repo,
 )
-from .servers import RegistryServer
+from .servers import MakeRegistry, RegistryServer
 from .store_view import V2, blob_path, layer_link_path
 
-MakeRegistry = Callable[..., RegistryServer]
 PREFIX = "up"
 INTERVAL = "200ms"
 TWO_HOURS = 7200.0

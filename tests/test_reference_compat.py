@@ -23,9 +23,8 @@ from urllib.parse import urlsplit
 
 from .client import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient, digest_of, error_codes
 from .oci_layout import ACCEPT_ALL, Layout, assert_same_image, copy, multi_arch_index, small_image
-from .servers import ReferenceRegistry, RegistryServer
+from .servers import MakeRegistry, ReferenceRegistry, RegistryServer
 
-MakeRegistry = Callable[..., RegistryServer]
 MakeReference = Callable[[Path], ReferenceRegistry]
 #: repositories with blobs and no manifest: in Distribution 2.8's catalog, not in ours (see above)
 BLOB_ONLY_REPOSITORIES = ["compat/blobs-only"]
