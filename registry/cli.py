@@ -8,6 +8,7 @@ import contextlib
 import getpass
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -28,7 +29,10 @@ from .mirror.config import upstreams_from_config
 from .mirror.eviction import CacheSettings, cache_eviction
 from .mirror.service import Mirror
 from .purging import purge_forever
+from .retention import RetentionPolicy
 from .tls import server_context, write_self_signed
+from .usage import disk_usage
+from .verify import Verifier
 
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 log = logging.getLogger("registry")
@@ -119,7 +123,9 @@ def serve(config: Config) -> None:
     if mirror is not None and cache is not None:
         app.cleanup_ctx.append(cache_eviction(mirror, cache))
     try:
-        collection = garbage_collection(config.get("storage", "gc"), registry)
+        retention = RetentionPolicy.from_config(config.get("storage", "retention"))
+        collection = garbage_collection(config.get("storage", "gc"), registry,
+                                        partial(retention.apply_logged, registry) if retention.rules else None)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if collection is not None:
@@ -218,6 +224,60 @@ def _gc_command(args: argparse.Namespace) -> None:
     asyncio.run(collect())
 
 
+def _retention_command(args: argparse.Namespace) -> None:
+    """Apply storage.retention now: untag what no rule keeps (the manifests stay until gc)."""
+    config = load_config(args.config)
+    try:
+        policy = RetentionPolicy.from_config(config.get("storage", "retention"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not policy.rules:
+        raise ConfigError("no storage.retention rules in the config")
+    registry, _ = build_registry(config)
+
+    async def apply() -> None:
+        try:
+            report = await policy.apply(registry, args.dry_run)
+        finally:
+            await registry.close()
+        for name, tag, target in report.deleted:
+            print(f"tag {name}:{tag} {target}")
+        print(report.summary())
+
+    asyncio.run(apply())
+
+
+def _verify_command(args: argparse.Namespace) -> None:
+    """Re-hash the store; exit status 1 when anything is corrupt or missing."""
+    registry, _ = build_registry(load_config(args.config))
+
+    async def verify() -> bool:
+        try:
+            report = await Verifier(registry, quarantine=args.quarantine).run()
+        finally:
+            await registry.close()
+        for line in report.lines():
+            print(line)
+        return report.ok
+
+    if not asyncio.run(verify()):
+        sys.exit(1)
+
+
+def _du_command(args: argparse.Namespace) -> None:
+    registry, _ = build_registry(load_config(args.config))
+
+    async def usage() -> None:
+        try:
+            report = await disk_usage(registry)
+        finally:
+            await registry.close()
+        for line in report.lines():
+            print(line)
+
+    asyncio.run(usage())
+
+
 def _gen_cert_command(args: argparse.Namespace) -> None:
     write_self_signed(args.hosts, Path(args.cert), Path(args.key), args.days)
     print(f"wrote {args.cert} and {args.key} for {', '.join(args.hosts)}")
@@ -251,6 +311,21 @@ def main(argv: list[str] | None = None) -> None:
                            help="also remove manifests no tag reaches (storage.gc.deleteuntagged)")
     gc_parser.add_argument("--grace", help="never collect content younger than this (storage.gc.grace, default 1h)")
     gc_parser.set_defaults(func=_gc_command)
+
+    retention_parser = commands.add_parser("retention", help="delete the tags no storage.retention rule keeps")
+    retention_parser.add_argument("--config", "-c", help="YAML config file (its storage section)")
+    retention_parser.add_argument("--dry-run", action="store_true", help="print the tags it would delete, delete none")
+    retention_parser.set_defaults(func=_retention_command)
+
+    verify_parser = commands.add_parser("verify", help="re-hash stored content; report corrupt or missing data")
+    verify_parser.add_argument("--config", "-c", help="YAML config file (its storage section)")
+    verify_parser.add_argument("--quarantine", action="store_true",
+                               help="unlink corrupt objects and move their data to docker/registry/v2/quarantine")
+    verify_parser.set_defaults(func=_verify_command)
+
+    du_parser = commands.add_parser("du", help="storage used per repository (unique and shared bytes)")
+    du_parser.add_argument("--config", "-c", help="YAML config file (its storage section)")
+    du_parser.set_defaults(func=_du_command)
 
     cert_parser = commands.add_parser("gen-cert", help="write a self-signed TLS certificate and key")
     cert_parser.add_argument("hosts", nargs="+", help="host names or IP addresses the certificate is for")

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,12 +294,16 @@ class GarbageCollector:
                 report.freed[digest] = size
 
 
-async def collect_forever(collector: GarbageCollector, interval: float) -> None:
+async def collect_forever(collector: GarbageCollector, interval: float,
+                          before: Callable[[], Awaitable[None]] | None = None) -> None:
     """The background task: a run, then `interval` of sleep, until cancelled. The first run waits a
-    random part of the interval (at most an hour), so that replicas started together spread out."""
+    random part of the interval (at most an hour), so that replicas started together spread out.
+    `before` runs ahead of each collection (the retention policy, whose untagging it then reaps)."""
     await asyncio.sleep(random.uniform(0, min(interval, MAX_START_DELAY)))
     while True:
         try:
+            if before is not None:
+                await before()
             report = await collector.run()
             if report.freed or report.untagged:
                 log.warning("garbage collection: %s", report.summary())
@@ -310,7 +314,8 @@ async def collect_forever(collector: GarbageCollector, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-def garbage_collection(raw: Any, registry: Registry) -> Callable[[web.Application], AsyncIterator[None]] | None:
+def garbage_collection(raw: Any, registry: Registry, before: Callable[[], Awaitable[None]] | None = None
+                       ) -> Callable[[web.Application], AsyncIterator[None]] | None:
     """The `storage.gc` background task as an application cleanup context; None unless enabled.
     ValueError for a bad section."""
     settings = GCSettings.from_config(raw)
@@ -319,7 +324,7 @@ def garbage_collection(raw: Any, registry: Registry) -> Callable[[web.Applicatio
     collector = GarbageCollector(registry, settings.grace, settings.delete_untagged)
 
     async def run(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(collect_forever(collector, settings.interval))
+        task = asyncio.create_task(collect_forever(collector, settings.interval, before))
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -12,6 +12,7 @@ interchangeable between the two:
         _uploads/<id>/data, startedat
         _referrers/<subject alg>/<subject hex>/<alg>/<hex>/link   (ours; Distribution ignores it)
     docker/registry/v2/evicting/<alg>/<hex>      (ours: blob data on its way out of a mirror's cache)
+    docker/registry/v2/quarantine/<alg>/<hex>    (ours: corrupt blob data `registry verify` moved aside)
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ UPLOADS_MARKER = "_uploads"
 LAYERS_MARKER = "_layers"
 #: blob data the mirror's cache eviction moved out of the way while it makes sure no repository links it
 SET_ASIDE = f"{ROOT}/evicting"
+#: blob data `registry verify --quarantine` found corrupt, kept for inspection, never served
+QUARANTINE = f"{ROOT}/quarantine"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -45,6 +48,10 @@ def repository(name: str) -> str:
 
 def set_aside_data(digest: Digest) -> str:
     return f"{SET_ASIDE}/{digest.algorithm}/{digest.hex}"
+
+
+def quarantine_data(digest: Digest) -> str:
+    return f"{QUARANTINE}/{digest.algorithm}/{digest.hex}"
 
 
 def layers_dir(name: str) -> str:

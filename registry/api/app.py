@@ -13,7 +13,7 @@ from storage_backends import StorageError
 from ..domain import Registry
 from ..errors import RegistryError
 from ..references import check_name
-from . import base, blobs, catalog, manifests, referrers, tags, uploads
+from . import admin, base, blobs, catalog, manifests, referrers, tags, uploads
 from ..auth.guard import BUILTIN_PATH, Guard
 from ..auth.token_service import TokenService
 from ..metrics import exposition
@@ -166,6 +166,8 @@ def create_app(
     if guard is not None:
         app[GUARD_KEY] = guard
     app.router.add_route("GET", "/metrics", metrics)
+    app.router.add_route("GET", "/admin/readonly", admin.get_readonly)
+    app.router.add_route("PUT", "/admin/readonly", admin.put_readonly)
     app.router.add_route("*", "/v2", dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
     if token_service is not None:

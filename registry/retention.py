@@ -1,0 +1,148 @@
+"""Retention policies: which tags each repository keeps; the others are removed (untagged).
+
+    storage:
+      retention:
+        - repositories: ["team/*"]        # shell-style patterns on the whole name (`*` crosses `/`)
+          keeplast: 10                    # the 10 tags written most recently
+          keeptags: ["^v\\d+", "^latest$"]  # tags a regular expression finds (searched, so anchor it)
+          keepdays: 30                    # tags written within the last 30 days
+
+A tag is kept when ANY rule matching its repository keeps it; a repository no rule matches is
+left alone. "Written" is when the tag was last pushed: the mtime of its current link. Only tags
+go: the manifests stay (pullable by digest) until a garbage collection with deleteuntagged
+removes those no tag reaches, and frees their blobs.
+
+A tag pushed again between the evaluation and its deletion is left alone (its link's mtime
+changed); a push landing in the instant between that check and the delete can still lose its tag.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import layout
+from .domain import Registry
+from .links import delete_quietly
+from .references import Digest
+
+log = logging.getLogger("registry.retention")
+
+DAY = 86400.0
+_KEYS = {"repositories", "keeplast", "keeptags", "keepdays"}
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    repositories: tuple[str, ...]
+    keep_last: int | None = None
+    keep_tags: tuple[re.Pattern[str], ...] = ()
+    keep_days: float | None = None
+
+    @classmethod
+    def from_config(cls, raw: Any, where: str) -> RetentionRule:
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where} must be a mapping with repositories and keeplast, keeptags or keepdays")
+        unknown = set(raw) - _KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
+        patterns = raw.get("repositories")
+        if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise ValueError(f"{where}.repositories must be a non-empty list of patterns")
+        if not (_KEYS - {"repositories"}) & set(raw):
+            # a rule that keeps nothing would delete every tag of its repositories: say so explicitly
+            raise ValueError(f"{where} needs keeplast, keeptags or keepdays (keeplast: 0 to keep no tag)")
+        keep_last = raw.get("keeplast")
+        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0):
+            raise ValueError(f"{where}.keeplast must be a whole number, 0 or more")
+        keep_days = raw.get("keepdays")
+        if keep_days is not None and (isinstance(keep_days, bool) or not isinstance(keep_days, (int, float))
+                                      or keep_days < 0):
+            raise ValueError(f"{where}.keepdays must be a number of days, 0 or more")
+        expressions = raw.get("keeptags") or []
+        if not isinstance(expressions, list) or not all(isinstance(e, str) for e in expressions):
+            raise ValueError(f"{where}.keeptags must be a list of regular expressions")
+        compiled = []
+        for expression in expressions:
+            try:
+                compiled.append(re.compile(expression))
+            except re.error as exc:
+                raise ValueError(f"{where}.keeptags: bad regular expression {expression!r}: {exc}") from None
+        return cls(tuple(patterns), keep_last, tuple(compiled), None if keep_days is None else float(keep_days))
+
+    def applies_to(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.repositories)
+
+    def keeps(self, newest_first: list[tuple[str, float]], now: float) -> set[str]:
+        """The tags this rule keeps, of a repository's (tag, written) newest first."""
+        kept = {tag for tag, _ in newest_first[:self.keep_last or 0]}
+        kept.update(tag for tag, _ in newest_first if any(p.search(tag) for p in self.keep_tags))
+        if self.keep_days is not None:
+            kept.update(tag for tag, written in newest_first if written >= now - self.keep_days * DAY)
+        return kept
+
+
+@dataclass
+class RetentionReport:
+    dry_run: bool = False
+    deleted: list[tuple[str, str, Digest | None]] = field(default_factory=list)  # (repository, tag, its target)
+    repositories: int = 0  # repositories a rule matched
+    skipped: int = 0  # tags pushed again while the policy was being applied
+
+    def summary(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        text = f"{verb} {len(self.deleted)} tag(s) in {self.repositories} repositor{'y' if self.repositories == 1 else 'ies'}"
+        if self.skipped:
+            text += f"; kept {self.skipped} tag(s) pushed again meanwhile"
+        return text
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    rules: tuple[RetentionRule, ...] = ()
+
+    @classmethod
+    def from_config(cls, raw: Any) -> RetentionPolicy:
+        """The `storage.retention` list (absent: no rules). ValueError for a bad one."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, list):
+            raise ValueError("storage.retention must be a list of rules")
+        return cls(tuple(RetentionRule.from_config(rule, f"storage.retention[{i}]") for i, rule in enumerate(raw)))
+
+    async def apply(self, registry: Registry, dry_run: bool = False, now: float | None = None) -> RetentionReport:
+        report = RetentionReport(dry_run=dry_run)
+        now = time.time() if now is None else now
+        manifests = registry.manifests
+        names = await registry.backend.find_dirs_containing(layout.REPOSITORIES, layout.REPOSITORY_MARKER,
+                                                            skip=layout.is_internal)
+        for name in sorted(names):
+            rules = [rule for rule in self.rules if rule.applies_to(name)]
+            if not rules:
+                continue
+            report.repositories += 1
+            targets = await manifests.tag_targets(name)
+            newest_first = sorted(((tag, written) for tag, _, written in targets), key=lambda t: (-t[1], t[0]))
+            kept = set().union(*(rule.keeps(newest_first, now) for rule in rules))
+            for tag, target, written in sorted(targets, key=lambda t: t[0]):
+                if tag in kept:
+                    continue
+                if not dry_run:
+                    if await manifests.tag_written_at(name, tag) != written:  # pushed again (or gone)
+                        report.skipped += 1
+                        continue
+                    await delete_quietly(registry.backend, layout.tag_dir(name, tag))
+                report.deleted.append((name, tag, target))
+        return report
+
+    async def apply_logged(self, registry: Registry) -> None:
+        """For the background garbage collection: apply, and log what went."""
+        report = await self.apply(registry)
+        for name, tag, target in report.deleted:
+            log.info("retention: deleted tag %s:%s (%s)", name, tag, target)
+        if report.deleted:
+            log.warning("retention: %s", report.summary())
