@@ -108,6 +108,11 @@ class BlobStore:
         except PathNotFound:
             return None
 
+    def missing(self, digest: Digest) -> RegistryError:
+        """The data went although a link remains (found by a read): forget its size, say BLOB_UNKNOWN."""
+        self._data.pop(digest, None)
+        return RegistryError("BLOB_UNKNOWN", f"blob {digest} is linked but its data is missing")
+
     async def drop_link(self, name: str, digest: Digest) -> bool:
         """Remove the repository's link whether or not the data is there; the data stays."""
         return await delete_quietly(self.backend, layout.layer_link(name, digest).rsplit("/", 1)[0])

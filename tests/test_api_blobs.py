@@ -16,7 +16,7 @@ import pytest
 
 import requests
 
-from .client import RegistryClient, assert_error, digest_of, fetch_blob, registry_answer, unique_repo
+from .client import RegistryClient, assert_error, blob_file, digest_of, fetch_blob, registry_answer, unique_repo
 from .servers import RegistryServer
 from .store_view import blob_path, layer_link_path
 
@@ -292,3 +292,16 @@ def test_read_only_refuses_every_write_and_serves_reads(
     assert r.headers["Range"] == f"0-{len(b'partial') - 1}"
     assert not server.store.exists(blob_path(digest_of(new)))
     assert server.store.read(blob_path(digest)) == data
+
+
+def test_data_gone_under_a_link_is_404_not_a_dropped_connection(make_registry: Callable[..., RegistryServer]) -> None:
+    """What `registry verify` calls missing: the link remains, the data went after the size was cached."""
+    server = make_registry()
+    client = RegistryClient(server.url)
+    repo = unique_repo("blobs")
+    data = b"soon gone" * 1000
+    digest = client.push_blob(repo, data)
+    assert client.request("GET", f"/v2/{repo}/blobs/{digest}").content == data  # size now remembered
+    blob_file(server.root, digest).unlink()
+    assert_error(client.request("GET", f"/v2/{repo}/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+    assert_error(client.request("HEAD", f"/v2/{repo}/blobs/{digest}"), 404, "BLOB_UNKNOWN")

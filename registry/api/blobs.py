@@ -7,6 +7,8 @@ import re
 
 from aiohttp import web
 
+from storage_backends import PathNotFound
+
 from .. import layout
 from ..errors import RegistryError
 from ..mirror.service import Mirror
@@ -77,13 +79,22 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     local = registry.backend.local_file(path)
     # sendfile writes beneath TLS, which would corrupt an https stream: there the bytes go through the transport
     if local is not None and not _tls(request):
-        return SendfileResponse(local, offset, count, status=status, headers=headers)
+        data = None
+        if request.method == "GET" and count:
+            try:  # opened here, before any header is out, so that a vanished file is a clean 404
+                data = open(local, "rb")
+            except FileNotFoundError:
+                raise registry.blobs.missing(parsed) from None
+        return SendfileResponse(data, offset, count, status=status, headers=headers)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_type = "application/octet-stream"
     response.content_length = count
     chunks = registry.backend.read(path, offset, count) if request.method == "GET" else None
     # the first bytes come before the status line: a store that fails from the start is a clean 503
-    first = await anext(chunks, b"") if chunks is not None else b""
+    try:
+        first = await anext(chunks, b"") if chunks is not None else b""
+    except PathNotFound:
+        raise registry.blobs.missing(parsed) from None
     await response.prepare(request)
     if first:
         await response.write(first)

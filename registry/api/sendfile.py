@@ -15,7 +15,7 @@ import os
 import select
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
@@ -48,18 +48,19 @@ def _send(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
 
 
 class SendfileResponse(web.StreamResponse):
-    def __init__(self, path: str, offset: int, count: int, **kwargs: Any) -> None:
+    def __init__(self, data: BinaryIO | None, offset: int, count: int, **kwargs: Any) -> None:
+        """data: the open file, which this response closes; None for HEAD and empty bodies."""
         super().__init__(**kwargs)
-        self._path = path
+        self._data = data
         self._offset = offset
         self._count = count
         self.content_length = count
         self.content_type = "application/octet-stream"
 
     async def prepare(self, request: web.BaseRequest):  # type: ignore[override]
-        if request.method == "HEAD" or self._count == 0:
+        if self._data is None:
             return await super().prepare(request)
-        with open(self._path, "rb") as f:
+        with self._data as f:
             writer = await super().prepare(request)
             transport = request.transport
             sock = transport.get_extra_info("socket") if transport is not None else None
