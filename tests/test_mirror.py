@@ -303,7 +303,13 @@ def test_cached_tag_is_served_stale_when_the_upstream_answers_429(
     r = get_manifest(client, f"{PREFIX}/{repo}", "v1")
     assert r.status_code == 200, r.text
     assert (r.content, r.headers["Docker-Content-Digest"]) == (body, digest)
-    refused = upstream_requests(upstream, "HEAD", f"/v2/{repo}/manifests/v1")
+    # the upstream logs a request after it has answered it: give that line a moment to land
+    deadline = time.monotonic() + 10
+    while True:
+        refused = upstream_requests(upstream, "HEAD", f"/v2/{repo}/manifests/v1")
+        if (refused and refused[-1].split('" ')[1].startswith("429")) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert refused and refused[-1].split('" ')[1].startswith("429"), refused
     assert mirror_metrics(mirror)[(PREFIX, "manifest", "stale")] == 1
 
