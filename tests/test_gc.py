@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -320,3 +321,26 @@ def test_bad_gc_config_is_refused(tmp_path: Path) -> None:
                           timeout=60)
     assert done.returncode == 2
     assert "invalid duration 'soon'" in done.stderr
+
+
+def test_two_replicas_collecting_one_bucket_at_once_lose_nothing(make_registry: MakeRegistry) -> None:
+    """Several replicas on one S3 bucket may each run GC: two collections at the same moment
+    free the deleted content between them, never what is still referenced."""
+    server = make_registry(backend="s3")
+    client = RegistryClient(server.url)
+    repo = unique_repo("gc")
+    shared = layer()
+    gone, kept = Image([shared, layer(), layer()]), Image([shared, layer()])
+    gone.push(client, repo, "gone")
+    kept.push(client, repo, "kept")
+    delete_manifest(client, repo, gone.digest)
+    expected = freed_by([gone], [kept])
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: gc(server, "--grace", "0s")[0], range(2)))
+    assert set(runs[0]) | set(runs[1]) == set(expected)
+    for digest in expected:
+        assert not server.store.exists(blob_path(digest))
+    assert server.store.keys(f"{V2}/evicting") == []  # nothing left set aside
+    pull(client, repo, "kept", kept)
+    assert gc(server, "--grace", "0s")[0] == {}
