@@ -135,8 +135,8 @@ class S3Backend(StorageBackend):
         try:
             return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
         except ClientError as exc:
-            if _is_missing(exc):
-                raise
+            if _is_missing(exc):  # also an object another process deleted between two calls of ours
+                raise PathNotFound(str(kwargs.get("Key", ""))) from None
             raise StorageError(f"S3 {fn.__name__} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 {fn.__name__} failed: {exc}") from exc
@@ -153,10 +153,8 @@ class S3Backend(StorageBackend):
     async def _head(self, key: str) -> dict[str, Any] | None:
         try:
             return await self._call(self._client.head_object, Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if _is_missing(exc):
-                return None
-            raise
+        except PathNotFound:
+            return None
 
     async def _list_all(self, prefix: str, delimiter: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
         """Every object and common prefix under prefix, following continuation tokens."""
@@ -243,9 +241,7 @@ class S3Backend(StorageBackend):
         key = self._key(path)
         try:
             response = await self._call(self._client.get_object, Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if not _is_missing(exc):
-                raise
+        except PathNotFound:
             return b"".join([chunk async for chunk in self.read(path)])  # segments, or PathNotFound
         try:
             return await self._call(response["Body"].read)
@@ -440,7 +436,7 @@ class S3Backend(StorageBackend):
     async def _abort(self, key: str, upload_id: str) -> None:
         try:
             await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except (ClientError, StorageError):
+        except StorageError:
             pass  # upload purging aborts what is left behind
 
     async def _upload_parts(self, pieces: list[_Piece], key: str, upload_id: str,
