@@ -42,7 +42,7 @@ from .catalog import linking_repositories
 from .domain import Registry
 from .durations import parse_duration
 from .errors import RegistryError
-from .links import digests_under
+from .links import digests_under, stored_digests
 from .manifests import IMAGE_TYPES, INDEX_TYPES
 from .references import Digest
 
@@ -205,40 +205,11 @@ class GarbageCollector:
 
     # -- sweep -----------------------------------------------------------------------------------
 
-    async def _stored(self) -> list[Digest]:
-        """Every digest with a directory in the blob store."""
-        found = []
-        try:
-            algorithms = await self.backend.list(layout.BLOBS)
-        except PathNotFound:
-            return []
-        for algorithm in algorithms:
-            try:
-                prefixes = await self.backend.list(f"{layout.BLOBS}/{algorithm}")
-            except PathNotFound:
-                continue
-            for prefix in prefixes:
-                found.extend(await self._hexes(algorithm, prefix))
-        return found
-
-    async def _hexes(self, algorithm: str, prefix: str) -> list[Digest]:
-        try:
-            hexes = await self.backend.list(f"{layout.BLOBS}/{algorithm}/{prefix}")
-        except PathNotFound:
-            return []
-        found = []
-        for hex_ in hexes:
-            try:
-                found.append(Digest.parse(f"{algorithm}:{hex_}"))
-            except RegistryError:
-                continue
-        return found
-
     async def _candidates(self, referenced: set[Digest], links: dict[Digest, list[str]], cutoff: float,
                           report: GCReport) -> dict[Digest, int]:
         """Unreferenced data older than grace whose every link is older than grace, with its size."""
         candidates: dict[Digest, int] = {}
-        for digest in await self._stored():
+        for digest in await stored_digests(self.backend):
             if digest in referenced:
                 continue
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from storage_backends import PathNotFound, StorageBackend
 
+from . import layout
 from .errors import RegistryError
 from .references import Digest
 
@@ -50,4 +51,29 @@ async def digests_under(backend: StorageBackend, base: str) -> list[Digest]:
                 found.append(Digest.parse(f"{algorithm}:{hex_}"))
             except RegistryError:
                 continue  # not a digest: nothing of ours
+    return found
+
+
+async def stored_digests(backend: StorageBackend) -> list[Digest]:
+    """Every digest with a directory in the blob store (`blobs/<alg>/<hh>/<hex>`), data or not."""
+    found: list[Digest] = []
+    try:
+        algorithms = await backend.list(layout.BLOBS)
+    except PathNotFound:
+        return found
+    for algorithm in algorithms:
+        try:
+            prefixes = await backend.list(f"{layout.BLOBS}/{algorithm}")
+        except PathNotFound:
+            continue
+        for prefix in prefixes:
+            try:
+                hexes = await backend.list(f"{layout.BLOBS}/{algorithm}/{prefix}")
+            except PathNotFound:
+                continue
+            for hex_ in hexes:
+                try:
+                    found.append(Digest.parse(f"{algorithm}:{hex_}"))
+                except RegistryError:
+                    continue  # not a digest: nothing of ours
     return found

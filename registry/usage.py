@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .catalog import linking_repositories
 from .domain import Registry
 from .references import Digest
-from .verify import stored_digests
+from .links import stored_digests
 
 
 @dataclass

@@ -23,13 +23,13 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from storage_backends import PathNotFound, StorageBackend
+from storage_backends import PathNotFound
 
 from . import layout
 from .catalog import linking_repositories
 from .domain import Registry
 from .errors import RegistryError
-from .links import delete_quietly
+from .links import delete_quietly, stored_digests
 from .manifests import IMAGE_TYPES, INDEX_TYPES
 from .references import Digest
 
@@ -37,31 +37,6 @@ log = logging.getLogger("registry.verify")
 
 #: objects hashed at a time: enough to hide S3's latency, few enough to bound memory
 CONCURRENCY = 4
-
-
-async def stored_digests(backend: StorageBackend) -> list[Digest]:
-    """Every digest with a directory in the blob store (`blobs/<alg>/<hh>/<hex>`), data or not."""
-    found: list[Digest] = []
-    try:
-        algorithms = await backend.list(layout.BLOBS)
-    except PathNotFound:
-        return found
-    for algorithm in algorithms:
-        try:
-            prefixes = await backend.list(f"{layout.BLOBS}/{algorithm}")
-        except PathNotFound:
-            continue
-        for prefix in prefixes:
-            try:
-                hexes = await backend.list(f"{layout.BLOBS}/{algorithm}/{prefix}")
-            except PathNotFound:
-                continue
-            for hex_ in hexes:
-                try:
-                    found.append(Digest.parse(f"{algorithm}:{hex_}"))
-                except RegistryError:
-                    continue  # not a digest: nothing of ours
-    return found
 
 
 @dataclass
