@@ -33,6 +33,16 @@ class ConfigError(Exception):
     pass
 
 
+def check_keys(raw: Any, where: str, known: set[str]) -> dict[str, Any]:
+    """A config section as a mapping holding only known keys; ValueError naming `where` otherwise."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be a mapping with {', '.join(sorted(known))}")
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Config:
     raw: dict[str, Any]

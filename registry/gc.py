@@ -39,6 +39,7 @@ from storage_backends import PathNotFound
 from . import layout
 from .blobs import SET_ASIDE_GRACE
 from .catalog import linking_repositories
+from .config import check_keys
 from .domain import Registry
 from .durations import parse_duration
 from .errors import RegistryError
@@ -66,12 +67,7 @@ class GCSettings:
         """The `storage.gc` section (absent: the defaults, not enabled)."""
         if raw is None:
             return cls()
-        if not isinstance(raw, dict):
-            raise ValueError("storage.gc must be a mapping with enabled, interval, grace and deleteuntagged")
-        unknown = set(raw) - _KEYS
-        if unknown:
-            raise ValueError(f"storage.gc: unknown key(s) {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(sorted(_KEYS))}")
+        check_keys(raw, "storage.gc", _KEYS)
         interval = parse_duration(raw.get("interval") or DEFAULT_INTERVAL)
         grace = parse_duration(DEFAULT_GRACE if raw.get("grace") in (None, "") else raw["grace"])
         if interval <= 0:

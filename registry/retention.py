@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout
+from .config import check_keys
 from .domain import Registry
 from .links import delete_quietly
 from .references import Digest
@@ -45,11 +46,7 @@ class RetentionRule:
 
     @classmethod
     def from_config(cls, raw: Any, where: str) -> RetentionRule:
-        if not isinstance(raw, dict):
-            raise ValueError(f"{where} must be a mapping with repositories and keeplast, keeptags or keepdays")
-        unknown = set(raw) - _KEYS
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
+        check_keys(raw, where, _KEYS)
         patterns = raw.get("repositories")
         if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
             raise ValueError(f"{where}.repositories must be a non-empty list of patterns")

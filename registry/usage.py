@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from .catalog import linking_repositories
 from .domain import Registry
-from .references import Digest
 from .links import stored_digests
+from .references import Digest
 
 
 @dataclass

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from ..blobs import SET_ASIDE_GRACE
 from ..catalog import linking_repositories
+from ..config import check_keys
 from ..durations import parse_duration
 from ..metrics import (
     MIRROR_CACHE_BYTES,
@@ -81,12 +82,7 @@ class CacheSettings:
         """The `proxy.cache` section; None when there is none (nothing is evicted)."""
         if raw is None:
             return None
-        if not isinstance(raw, dict):
-            raise ValueError("proxy.cache must be a mapping with maxage, maxsize and interval")
-        unknown = set(raw) - _KEYS
-        if unknown:
-            raise ValueError(f"proxy.cache: unknown key(s) {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(sorted(_KEYS))}")
+        check_keys(raw, "proxy.cache", _KEYS)
         maxage = None if raw.get("maxage") in (None, "") else parse_duration(raw["maxage"])
         maxsize = None if raw.get("maxsize") in (None, "") else parse_size(raw["maxsize"])
         interval = parse_duration(DEFAULT_INTERVAL if raw.get("interval") in (None, "") else raw["interval"])
