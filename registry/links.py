@@ -30,50 +30,40 @@ async def delete_quietly(backend: StorageBackend, path: str) -> bool:
     return True
 
 
+async def _names(backend: StorageBackend, path: str) -> list[str]:
+    """A directory's entries; none when it went (a concurrent delete) or never was."""
+    try:
+        return await backend.list(path)
+    except PathNotFound:
+        return []
+
+
+def _digests(algorithm: str, hexes: list[str]) -> list[Digest]:
+    found = []
+    for hex_ in hexes:
+        try:
+            found.append(Digest.parse(f"{algorithm}:{hex_}"))
+        except RegistryError:
+            continue  # not a digest: nothing of ours
+    return found
+
+
 async def digests_under(backend: StorageBackend, base: str) -> list[Digest]:
     """The digests named by the `<alg>/<hex>` entries under base (none if base is absent).
 
     For link directories the names are read, not the link files: a directory counts as a
     link even while its file is being rewritten, which errs on the side of keeping data.
     """
-    try:
-        algorithms = await backend.list(base)
-    except PathNotFound:
-        return []
     found = []
-    for algorithm in algorithms:
-        try:
-            hexes = await backend.list(f"{base}/{algorithm}")
-        except PathNotFound:
-            continue
-        for hex_ in hexes:
-            try:
-                found.append(Digest.parse(f"{algorithm}:{hex_}"))
-            except RegistryError:
-                continue  # not a digest: nothing of ours
+    for algorithm in await _names(backend, base):
+        found += _digests(algorithm, await _names(backend, f"{base}/{algorithm}"))
     return found
 
 
 async def stored_digests(backend: StorageBackend) -> list[Digest]:
     """Every digest with a directory in the blob store (`blobs/<alg>/<hh>/<hex>`), data or not."""
-    found: list[Digest] = []
-    try:
-        algorithms = await backend.list(layout.BLOBS)
-    except PathNotFound:
-        return found
-    for algorithm in algorithms:
-        try:
-            prefixes = await backend.list(f"{layout.BLOBS}/{algorithm}")
-        except PathNotFound:
-            continue
-        for prefix in prefixes:
-            try:
-                hexes = await backend.list(f"{layout.BLOBS}/{algorithm}/{prefix}")
-            except PathNotFound:
-                continue
-            for hex_ in hexes:
-                try:
-                    found.append(Digest.parse(f"{algorithm}:{hex_}"))
-                except RegistryError:
-                    continue  # not a digest: nothing of ours
+    found = []
+    for algorithm in await _names(backend, layout.BLOBS):
+        for prefix in await _names(backend, f"{layout.BLOBS}/{algorithm}"):
+            found += _digests(algorithm, await _names(backend, f"{layout.BLOBS}/{algorithm}/{prefix}"))
     return found
