@@ -124,3 +124,48 @@ def fetch_blob(client: RegistryClient, repo: str, digest: str, headers: dict[str
 def registry_answer(response: requests.Response) -> requests.Response:
     """The registry's response to a request whose redirect was followed (fetch_blob)."""
     return response.history[0] if response.history else response
+
+
+class Image:
+    """An OCI image built in the test, every digest and size known; with `subject`, a referrer of it."""
+
+    def __init__(self, layers: list[bytes], subject: "Image | None" = None) -> None:
+        self.config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": uuid.uuid4().hex}).encode()
+        self.layers = layers
+        document: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(OCI_CONFIG, self.config),
+            "layers": [descriptor(OCI_LAYER, layer) for layer in layers],
+        }
+        if subject is not None:
+            document["subject"] = descriptor(OCI_MANIFEST, subject.manifest)
+            document["artifactType"] = "application/vnd.example.signature"
+        self.manifest = json.dumps(document).encode()
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.manifest)
+
+    @property
+    def blobs(self) -> dict[str, bytes]:
+        """Config and layers by digest."""
+        return {digest_of(b): b for b in [self.config, *self.layers]}
+
+    @property
+    def content(self) -> dict[str, int]:
+        """Every digest it puts in the blob store (the manifest too), with its size."""
+        return {self.digest: len(self.manifest), **{d: len(b) for d, b in self.blobs.items()}}
+
+    @property
+    def size(self) -> int:
+        """What the image holds in a store, each object once."""
+        return sum(self.content.values())
+
+    def push(self, client: RegistryClient, repo: str, *tags: str) -> None:
+        """Blobs, then the manifest under each tag (by its digest without tags)."""
+        for blob in self.blobs.values():
+            client.push_blob(repo, blob)
+        for reference in tags or (self.digest,):
+            r = client.push_manifest(repo, reference, self.manifest)
+            assert r.status_code == 201, r.text

@@ -17,15 +17,13 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from .client import (
-    OCI_CONFIG,
     OCI_INDEX,
-    OCI_LAYER,
     OCI_MANIFEST,
+    Image,
     RegistryClient,
     descriptor,
     digest_of,
@@ -35,39 +33,6 @@ from .servers import MakeRegistry, RegistryServer
 from .store_view import V2, blob_path, layer_link_path
 
 HOURS_2 = 7200.0
-
-
-class Image:
-    """A manifest with its config and layers; with `subject` it is a referrer of that manifest."""
-
-    def __init__(self, layers: list[bytes], subject: Image | None = None) -> None:
-        self.config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": uuid.uuid4().hex}).encode()
-        self.layers = layers
-        document: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(OCI_CONFIG, self.config),
-            "layers": [descriptor(OCI_LAYER, layer) for layer in layers],
-        }
-        if subject is not None:
-            document["subject"] = descriptor(OCI_MANIFEST, subject.manifest)
-            document["artifactType"] = "application/vnd.example.signature"
-        self.manifest = json.dumps(document).encode()
-
-    @property
-    def digest(self) -> str:
-        return digest_of(self.manifest)
-
-    @property
-    def content(self) -> dict[str, int]:
-        """Every digest it puts in the blob store (the manifest too), with its size."""
-        return {digest_of(b): len(b) for b in [self.manifest, self.config, *self.layers]}
-
-    def push(self, client: RegistryClient, repo: str, reference: str | None = None) -> None:
-        for blob in [self.config, *self.layers]:
-            client.push_blob(repo, blob)
-        r = client.push_manifest(repo, reference or self.digest, self.manifest)
-        assert r.status_code == 201, r.text
 
 
 class Index:

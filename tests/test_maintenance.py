@@ -21,10 +21,9 @@ import yaml
 
 from .auth_helpers import client_for, write_htpasswd
 from .client import (
-    OCI_CONFIG,
     OCI_INDEX,
-    OCI_LAYER,
     OCI_MANIFEST,
+    Image,
     RegistryClient,
     assert_error,
     blob_file,
@@ -33,34 +32,6 @@ from .client import (
     unique_repo,
 )
 from .servers import MakeRegistry, RegistryServer, free_port
-
-
-class Image:
-    """A manifest with its config and layers, every digest and size known to the test."""
-
-    def __init__(self, layers: list[bytes]) -> None:
-        self.config = json.dumps({"os": "linux", "architecture": "amd64", "nonce": uuid.uuid4().hex}).encode()
-        self.layers = layers
-        self.manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": descriptor(OCI_CONFIG, self.config),
-            "layers": [descriptor(OCI_LAYER, layer) for layer in layers],
-        }).encode()
-
-    @property
-    def digest(self) -> str:
-        return digest_of(self.manifest)
-
-    @property
-    def content(self) -> dict[str, int]:
-        return {digest_of(b): len(b) for b in [self.manifest, self.config, *self.layers]}
-
-    def push(self, client: RegistryClient, repo: str, *tags: str) -> None:
-        for blob in [self.config, *self.layers]:
-            client.push_blob(repo, blob)
-        for reference in tags or (self.digest,):
-            r = client.push_manifest(repo, reference, self.manifest)
-            assert r.status_code == 201, r.text
 
 
 def layer() -> bytes:

@@ -10,13 +10,11 @@ link files back, since those are the times eviction reads.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,11 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from registry.mirror.eviction import parse_size
 
 from .client import (
-    OCI_CONFIG,
-    OCI_LAYER,
     OCI_MANIFEST,
+    Image,
     RegistryClient,
-    descriptor,
     digest_of,
     unique_repo,
 )
@@ -46,38 +42,6 @@ TWO_HOURS = 7200.0
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-class Image:
-    """An image built here, so that the same bytes can go to an upstream and to a local repository."""
-
-    def __init__(self, layers: list[bytes]) -> None:
-        self.config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": uuid.uuid4().hex}).encode()
-        self.layers = layers
-        self.manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(OCI_CONFIG, self.config),
-            "layers": [descriptor(OCI_LAYER, layer) for layer in layers],
-        }).encode()
-
-    @property
-    def digest(self) -> str:
-        return digest_of(self.manifest)
-
-    @property
-    def blobs(self) -> dict[str, bytes]:
-        return {digest_of(b): b for b in [self.config, *self.layers]}
-
-    @property
-    def size(self) -> int:
-        """What the image holds in a store: manifest, config and layers, each once."""
-        return len(self.manifest) + sum(len(b) for b in self.blobs.values())
-
-    def push(self, client: RegistryClient, repo: str, tag: str) -> None:
-        for blob in self.blobs.values():
-            client.push_blob(repo, blob)
-        r = client.push_manifest(repo, tag, self.manifest)
-        assert r.status_code == 201, r.text
 
 
 def pull(client: RegistryClient, repo: str, tag: str, image: Image) -> None:
