@@ -8,7 +8,12 @@ STAMP := $(VENV)/.installed-stamp
 SYSTEM_PACKAGES := skopeo docker-registry wrk
 SYSTEM_COMMANDS := skopeo docker-registry wrk
 
-.PHONY: run test bench system-deps clean
+# `make run ADDR=0.0.0.0:5000 ROOT=/srv/registry`, or REGISTRY_HTTP_ADDR / REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY;
+# `make run CONFIG=config.yml` serves from a config file instead
+ADDR ?= $(or $(REGISTRY_HTTP_ADDR),127.0.0.1:5000)
+ROOT ?= $(or $(REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY),./data)
+
+.PHONY: run test quick bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +29,18 @@ system-deps:
 	fi
 
 run: $(STAMP)
-	$(BIN)/registry serve --addr 127.0.0.1:5000 --root ./data
+ifdef CONFIG
+	$(BIN)/registry serve --config $(CONFIG)
+else
+	$(BIN)/registry serve --addr $(ADDR) --root $(ROOT)
+endif
 
 test: $(STAMP) system-deps
 	$(BIN)/pytest -n 2
+
+# the suite without the slowest end-to-end tests (real engines, a browser, long stress runs): for a quick loop
+quick: $(STAMP) system-deps
+	$(BIN)/pytest -n 2 -m "not slow"
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench

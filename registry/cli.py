@@ -1,311 +1,296 @@
-"""The `registry` command."""
+"""The `registry` command.
+
+Every mistake an operator can make ends in one line on stderr saying what to fix, never a
+traceback: exit status 2 when the configuration is wrong (a key, a value, or a file or directory
+it names) or the command line is, 1 when the registry or a command could not do its work (a port
+in use, an address the host does not have, a file that cannot be written).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
-import logging
 import sys
-from functools import partial
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
-from aiohttp import web
+import yaml
 
-from storage_backends import FilesystemBackend, MemoryBackend, StorageBackend
-from storage_backends.s3 import S3Backend, S3Settings
-
-from .api.app import create_app
-from .auth.htpasswd import HtpasswdError, hash_password, read_entries, write_entries
-from .auth.setup import AuthConfigError, build_auth
-from .config import Config, ConfigError, load_config
-from .domain import Policy, Registry
-from .durations import parse_duration
-from .errors import RegistryError
-from .gc import GarbageCollector, GCSettings, garbage_collection
-from .mirror.config import upstreams_from_config
-from .mirror.eviction import CacheSettings, cache_eviction
-from .mirror.service import Mirror
-from .purging import purge_forever
+from .assembly import build_registry
+from .auth.htpasswd import MAX_PASSWORD_BYTES, HtpasswdError, hash_password, read_entries, write_entries
+from .config import ConfigError, Settings, load_config
+from .gc import GarbageCollector
 from .retention import RetentionPolicy
-from .tls import server_context, write_self_signed
+from .serving import StartupError, serve
+from .tls import check_host, write_self_signed
 from .usage import disk_usage
 from .verify import Verifier
 
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
-log = logging.getLogger("registry")
+
+class CommandError(Exception):
+    """A command that cannot do what was asked (exit status 1); the message says why."""
 
 
-def open_backend(config: Config) -> tuple[StorageBackend, str]:
-    """The configured backend and a description of where it stores."""
-    driver = config.storage_driver
-    if driver == "inmemory":
-        return MemoryBackend(), "memory"
-    if driver == "s3":
-        raw = config.get("storage", "s3") or {}
-        redirect = not config.get("storage", "redirect", "disable", default=False)
-        try:
-            settings = S3Settings.from_config(raw, redirect=redirect)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"storage.s3: {exc}") from None
-        where = f"s3://{settings.bucket}/{settings.rootdirectory}"
-        return S3Backend(settings), where + (f" at {settings.regionendpoint}" if settings.regionendpoint else "")
-    root = str(config.get("storage", "filesystem", "rootdirectory", default="./data"))
-    backend = FilesystemBackend(root)
-    return backend, backend.root
+# -- reading the configuration, as every command does ---------------------------------------------
+
+#: command-line flags and the keys they set, for `serve` and the maintenance commands
+_FLAG_KEYS = {
+    "addr": ("--addr", "http.addr"),
+    "root": ("--root", "storage.filesystem.rootdirectory"),
+    "log_level": ("--log-level", "log.level"),
+}
 
 
-def build_registry(config: Config) -> tuple[Registry, str]:
-    backend, where = open_backend(config)
-    policy = Policy(
-        delete_enabled=bool(config.get("storage", "delete", "enabled", default=True)),
-        read_only=bool(config.get("storage", "maintenance", "readonly", "enabled", default=False)),
-    )
-    return Registry(backend, policy), where
+def _settings(args: argparse.Namespace, extra: dict[str, Any] | None = None,
+              extra_names: dict[str, str] | None = None) -> Settings:
+    """The config file (if any), the environment, then the flags, checked by the schema."""
+    overrides: dict[str, Any] = {}
+    names = dict(extra_names or {})
+    for attribute, (flag, key) in _FLAG_KEYS.items():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            _put(overrides, key, value)
+            names[key] = flag
+    for key, value in (extra or {}).items():
+        _put(overrides, key, value)
+    return load_config(getattr(args, "config", None), overrides=overrides, flag_names=names)
 
 
-def upload_purging(config: Config, backend: StorageBackend) -> Callable[[web.Application], AsyncIterator[None]] | None:
-    """A background purge of abandoned uploads, on by default as in Distribution."""
-    settings = config.get("storage", "maintenance", "uploadpurging", default={}) or {}
-    if not settings.get("enabled", True):
-        return None
-    try:
-        age = parse_duration(settings.get("age", "168h"))
-        interval = parse_duration(settings.get("interval", "24h"))
-    except ValueError as exc:
-        raise ConfigError(f"storage.maintenance.uploadpurging: {exc}") from None
-    if interval <= 0:
-        raise ConfigError("storage.maintenance.uploadpurging.interval must be positive")
-    dry_run = bool(settings.get("dryrun", False))
-
-    async def run(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(purge_forever(backend, age, interval, dry_run))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    return run
+def _put(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[last] = value
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="YAML config file (Distribution's keys; REGISTRY_* variables apply too)")
+    parser.add_argument("--root", help="storage directory (storage.filesystem.rootdirectory)")
 
 
-def serve(config: Config) -> None:
-    level = str(config.get("log", "level", default="info")).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    registry, where = build_registry(config)
-    try:
-        guard, token_service = build_auth(config.get("auth"), where if config.storage_driver == "filesystem" else ".")
-        ssl_context = server_context(config.get("http", "tls", default={}) or {})
-    except (AuthConfigError, OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"auth/tls: {exc}") from None
-    try:
-        upstreams = upstreams_from_config(config.get("proxy"))
-        cache = CacheSettings.from_config(config.get("proxy", "cache"))
-    except (ValueError, RegistryError) as exc:
-        raise ConfigError(f"proxy: {exc}") from None
-    if cache is not None and not upstreams:
-        raise ConfigError("proxy.cache needs proxy.remoteurl or proxy.upstreams")
-    mirror = Mirror(registry, upstreams) if upstreams else None
-    app = create_app(registry, base_url=config.get("http", "host"), guard=guard, token_service=token_service,
-                     mirror=mirror)
-    purging = upload_purging(config, registry.backend)
-    if purging is not None:
-        app.cleanup_ctx.append(purging)
-    if mirror is not None and cache is not None:
-        app.cleanup_ctx.append(cache_eviction(mirror, cache))
-    try:
-        retention = RetentionPolicy.from_config(config.get("storage", "retention"))
-        collection = garbage_collection(config.get("storage", "gc"), registry,
-                                        partial(retention.apply_logged, registry) if retention.rules else None)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if collection is not None:
-        app.cleanup_ctx.append(collection)
-    host, port = config.host_port
-    access_log = None if config.get("log", "accesslog", "disabled") else logging.getLogger("registry.access")
-    read_only = " (read-only)" if registry.policy.read_only else ""
-    scheme = "https" if ssl_context else "http"
-    auth = f", auth: {guard.mode}" if guard else ""
-    if mirror is not None:
-        auth += ", mirroring " + ", ".join(f"{u.prefix or '*'} from {u.url}" for u in mirror.upstreams)
-    log.warning("registry listening on %s://%s:%d, storing in %s%s%s", scheme, host, port, where, read_only, auth)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        ssl_context=ssl_context,
-        access_log=access_log,
-        access_log_format=ACCESS_LOG_FORMAT,
-        print=None,
-        shutdown_timeout=30,
-        loop=_new_loop(),
-    )
-
+# -- serve ---------------------------------------------------------------------------------------
 
 def _serve_command(args: argparse.Namespace) -> None:
-    overrides: dict[str, Any] = {}
-    if args.addr:
-        overrides.setdefault("http", {})["addr"] = args.addr
-    if args.root:
-        overrides.setdefault("storage", {}).setdefault("filesystem", {})["rootdirectory"] = args.root
-    if args.log_level:
-        overrides.setdefault("log", {})["level"] = args.log_level
+    extra, names = {}, {}
     if args.read_only:
-        overrides.setdefault("storage", {}).setdefault("maintenance", {})["readonly"] = {"enabled": True}
+        extra["storage.maintenance.readonly.enabled"] = True
+        names["storage.maintenance.readonly.enabled"] = "--read-only"
     if args.no_delete:
-        overrides.setdefault("storage", {})["delete"] = {"enabled": False}
-    serve(load_config(args.config, overrides=overrides))
+        extra["storage.delete.enabled"] = False
+        names["storage.delete.enabled"] = "--no-delete"
+    settings = _settings(args, extra, names)
+    if args.root is not None and settings.storage.driver != "filesystem":
+        raise ConfigError(f"--root sets the filesystem storage directory, but the config stores in "
+                          f"storage.{settings.storage.driver}; drop --root or the other driver")
+    serve(settings)
 
+
+def _config_check_command(args: argparse.Namespace) -> None:
+    """Validate; print the effective configuration, secrets masked, and what is ignored."""
+    settings = load_config(args.file)
+    effective = settings.model_dump(mode="json", exclude_none=True)
+    sys.stdout.write(yaml.safe_dump(effective, sort_keys=False))
+    for line in settings.ignored:
+        print(f"# ignored: {line}")
+    print(f"# {args.file or 'defaults and environment'}: OK", file=sys.stderr)
+
+
+# -- users ---------------------------------------------------------------------------------------
 
 def _htpasswd_path(args: argparse.Namespace) -> Path:
     if args.htpasswd:
         return Path(args.htpasswd)
-    path = load_config(args.config).get("auth", "htpasswd", "path")
-    if not path:
-        raise ConfigError("name the file with --htpasswd, or give a config with auth.htpasswd.path")
-    return Path(path)
+    settings = load_config(args.config)
+    if settings.auth is None or settings.auth.htpasswd is None:
+        raise ConfigError("name the file with --htpasswd FILE, or give --config with auth.htpasswd.path")
+    return Path(settings.auth.htpasswd.path)
+
+
+def _read_users(path: Path, must_exist: bool) -> dict[str, bytes]:
+    if path.is_dir():
+        raise CommandError(f"{path} is a directory; give the htpasswd file's path")
+    if must_exist and not path.exists():
+        raise CommandError(f"no htpasswd file {path}; `registry user add NAME --htpasswd {path}` creates it")
+    try:
+        return read_entries(path)
+    except (HtpasswdError, OSError, UnicodeDecodeError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _write_users(path: Path, entries: dict[str, bytes]) -> None:
+    try:
+        write_entries(path, entries)
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        raise CommandError("no terminal to ask for the password on: pipe it in with --password-stdin")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise CommandError("the passwords differ")
+    if not password:
+        raise CommandError("empty password")
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise CommandError(f"the password is longer than bcrypt's {MAX_PASSWORD_BYTES} bytes; choose a shorter one")
+    return password
 
 
 def _user_command(args: argparse.Namespace) -> None:
     path = _htpasswd_path(args)
-    try:
-        entries = read_entries(path)
-    except HtpasswdError as exc:
-        raise ConfigError(str(exc)) from None
     if args.action == "list":
-        for user in sorted(entries):
+        for user in sorted(_read_users(path, must_exist=True)):
             print(user)
         return
+    if not args.name or ":" in args.name or any(c.isspace() for c in args.name):
+        raise CommandError("a user name must be non-empty, without ':' or spaces")
+    entries = _read_users(path, must_exist=args.action != "add")
     if args.action == "remove":
         if entries.pop(args.name, None) is None:
-            raise ConfigError(f"no user {args.name!r} in {path}")
-        write_entries(path, entries)
+            raise CommandError(f"no user {args.name!r} in {path}")
+        _write_users(path, entries)
+        print(f"removed user {args.name} from {path}")
         return
-    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"password for {args.name}: ")
-    if not password:
-        raise ConfigError("empty password")
-    if ":" in args.name or not args.name:
-        raise ConfigError("a user name must be non-empty and contain no ':'")
-    entries[args.name] = hash_password(password)
-    write_entries(path, entries)
+    exists = args.name in entries
+    if args.action == "add" and exists:
+        raise CommandError(f"user {args.name!r} exists in {path}; `registry user passwd {args.name}` changes "
+                           "the password")
+    if args.action == "passwd" and not exists:
+        raise CommandError(f"no user {args.name!r} in {path}; `registry user add {args.name}` adds one")
+    entries[args.name] = hash_password(_new_password(args))
+    _write_users(path, entries)
+    print(f"{'changed the password of' if exists else 'added'} user {args.name} in {path}")
+
+
+# -- maintenance ---------------------------------------------------------------------------------
+
+def _run_on_store(settings: Settings, work: Callable[[Any], Any]) -> Any:
+    """Run work(registry) on the configured store, which must exist (nothing is created)."""
+    registry, _ = build_registry(settings, create=False)
+
+    async def run() -> Any:
+        try:
+            return await work(registry)
+        finally:
+            await registry.close()
+
+    return asyncio.run(run())
 
 
 def _gc_command(args: argparse.Namespace) -> None:
     """One collection now; the flags override storage.gc's grace and deleteuntagged."""
-    config = load_config(args.config)
-    try:
-        settings = GCSettings.from_config(config.get("storage", "gc"))
-        grace = settings.grace if args.grace is None else parse_duration(args.grace)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    registry, _ = build_registry(config)
+    settings = _settings(args, {"storage.gc.grace": args.grace} if args.grace is not None else None,
+                         {"storage.gc.grace": "--grace"})
+    gc = settings.storage.gc
 
-    async def collect() -> None:
-        try:
-            report = await GarbageCollector(registry, grace, args.delete_untagged or settings.delete_untagged,
-                                            args.dry_run).run()
-        finally:
-            await registry.close()
-        for name, digest in report.untagged:
-            print(f"untagged manifest {name}@{digest}")
-        for digest, size in sorted(report.freed.items(), key=lambda item: str(item[0])):
-            print(f"blob {digest} {size}")
-        print(report.summary())
+    def collect(registry: Any) -> Any:
+        return GarbageCollector(registry, gc.grace, args.delete_untagged or gc.deleteuntagged, args.dry_run).run()
 
-    asyncio.run(collect())
+    report = _run_on_store(settings, collect)
+    for name, digest in report.untagged:
+        print(f"untagged manifest {name}@{digest}")
+    for digest, size in sorted(report.freed.items(), key=lambda item: str(item[0])):
+        print(f"blob {digest} {size}")
+    print(report.summary())
 
 
 def _retention_command(args: argparse.Namespace) -> None:
     """Apply storage.retention now: untag what no rule keeps (the manifests stay until gc)."""
-    config = load_config(args.config)
-    try:
-        policy = RetentionPolicy.from_config(config.get("storage", "retention"))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    settings = _settings(args)
+    policy = RetentionPolicy.from_settings(settings.storage.retention)
     if not policy.rules:
         raise ConfigError("no storage.retention rules in the config")
-    registry, _ = build_registry(config)
-
-    async def apply() -> None:
-        try:
-            report = await policy.apply(registry, args.dry_run)
-        finally:
-            await registry.close()
-        for name, tag, target in report.deleted:
-            print(f"tag {name}:{tag} {target}")
-        print(report.summary())
-
-    asyncio.run(apply())
+    report = _run_on_store(settings, lambda registry: policy.apply(registry, args.dry_run))
+    for name, tag, target in report.deleted:
+        print(f"tag {name}:{tag} {target}")
+    print(report.summary())
 
 
 def _verify_command(args: argparse.Namespace) -> None:
     """Re-hash the store; exit status 1 when anything is corrupt or missing."""
-    registry, _ = build_registry(load_config(args.config))
-
-    async def verify() -> bool:
-        try:
-            report = await Verifier(registry, quarantine=args.quarantine).run()
-        finally:
-            await registry.close()
-        for line in report.lines():
-            print(line)
-        return report.ok
-
-    if not asyncio.run(verify()):
+    report = _run_on_store(_settings(args), lambda registry: Verifier(registry, quarantine=args.quarantine).run())
+    for line in report.lines():
+        print(line)
+    if not report.ok:
         sys.exit(1)
 
 
 def _du_command(args: argparse.Namespace) -> None:
-    registry, _ = build_registry(load_config(args.config))
+    for line in _run_on_store(_settings(args), disk_usage).lines():
+        print(line)
 
-    async def usage() -> None:
-        try:
-            report = await disk_usage(registry)
-        finally:
-            await registry.close()
-        for line in report.lines():
-            print(line)
 
-    asyncio.run(usage())
-
+# -- certificates --------------------------------------------------------------------------------
 
 def _gen_cert_command(args: argparse.Namespace) -> None:
-    write_self_signed(args.hosts, Path(args.cert), Path(args.key), args.days)
-    print(f"wrote {args.cert} and {args.key} for {', '.join(args.hosts)}")
+    if args.days < 1:
+        raise ConfigError("--days must be 1 or more")
+    for host in args.hosts:
+        try:
+            check_host(host)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    cert, key = Path(args.cert), Path(args.key)
+    existing = [str(p) for p in (cert, key) if p.exists()]
+    if existing and not args.force:
+        raise CommandError(f"{' and '.join(existing)} exist; remove them or pass --force to replace them")
+    try:
+        write_self_signed(args.hosts, cert, key, args.days)
+    except OSError as exc:
+        raise CommandError(f"cannot write {exc.filename}: {exc.strerror}") from None
+    print(f"wrote {cert} and {key} for {', '.join(args.hosts)}, valid {args.days} days")
 
 
-def main(argv: list[str] | None = None) -> None:
+# -- the parser ----------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="registry", description="An OCI image registry server.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     serve_parser = commands.add_parser("serve", help="serve the registry API")
     serve_parser.add_argument("config_file", nargs="?", help="YAML config (as for Distribution's `registry serve`)")
-    serve_parser.add_argument("--config", "-c", help="YAML config file")
-    serve_parser.add_argument("--addr", help="listen address host:port (http.addr), default 127.0.0.1:5000")
-    serve_parser.add_argument("--root", help="storage directory (storage.filesystem.rootdirectory), default ./data")
-    serve_parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    _add_store_options(serve_parser)
+    serve_parser.add_argument("--addr", help="listen address HOST:PORT (http.addr), default 127.0.0.1:5000")
+    serve_parser.add_argument("--log-level", help="debug, info, warn or error (log.level)")
     serve_parser.add_argument("--read-only", action="store_true", help="refuse every write")
     serve_parser.add_argument("--no-delete", action="store_true", help="refuse deletes")
     serve_parser.set_defaults(func=_serve_command)
 
-    user_parser = commands.add_parser("user", help="manage htpasswd users (bcrypt)")
-    user_parser.add_argument("action", choices=["add", "remove", "list"])
-    user_parser.add_argument("name", nargs="?", default="")
-    user_parser.add_argument("--htpasswd", help="the htpasswd file (else auth.htpasswd.path of --config)")
-    user_parser.add_argument("--config", "-c", help="YAML config file")
-    user_parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    user_parser.set_defaults(func=_user_command)
+    config_parser = commands.add_parser("config", help="check a configuration")
+    config_commands = config_parser.add_subparsers(dest="config_action", required=True, metavar="ACTION")
+    check_parser = config_commands.add_parser(
+        "check", help="validate a config file (with the REGISTRY_* variables set) and print the effective "
+                      "configuration, secrets masked; exit status 2 when it is refused")
+    check_parser.add_argument("file", nargs="?", help="YAML config file")
+    check_parser.set_defaults(func=_config_check_command)
+
+    user_parser = commands.add_parser("user", help="manage htpasswd users (bcrypt)",
+                                      description="Manage the users of an htpasswd file (bcrypt). The running "
+                                                  "registry picks changes up without a restart.")
+    user_commands = user_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("add", "add a user, asking for the password (refuses an existing user)"),
+                         ("passwd", "change an existing user's password"),
+                         ("remove", "remove a user"),
+                         ("list", "list the users")):
+        action_parser = user_commands.add_parser(action, help=text)
+        if action != "list":
+            action_parser.add_argument("name", help="user name")
+        else:
+            action_parser.set_defaults(name="")
+        action_parser.add_argument("--htpasswd", help="the htpasswd file (else auth.htpasswd.path of --config)")
+        action_parser.add_argument("--config", "-c", help="YAML config file naming auth.htpasswd.path")
+        if action in ("add", "passwd"):
+            action_parser.add_argument("--password-stdin", action="store_true",
+                                       help="read the password from stdin (for scripts)")
+        action_parser.set_defaults(func=_user_command)
 
     gc_parser = commands.add_parser("gc", help="delete blob data no manifest references (garbage collection)")
-    gc_parser.add_argument("--config", "-c", help="YAML config file (its storage section)")
+    _add_store_options(gc_parser)
     gc_parser.add_argument("--dry-run", action="store_true", help="report what would be freed, delete nothing")
     gc_parser.add_argument("--delete-untagged", action="store_true",
                            help="also remove manifests no tag reaches (storage.gc.deleteuntagged)")
@@ -313,33 +298,45 @@ def main(argv: list[str] | None = None) -> None:
     gc_parser.set_defaults(func=_gc_command)
 
     retention_parser = commands.add_parser("retention", help="delete the tags no storage.retention rule keeps")
-    retention_parser.add_argument("--config", "-c", help="YAML config file (its storage section)")
+    _add_store_options(retention_parser)
     retention_parser.add_argument("--dry-run", action="store_true", help="print the tags it would delete, delete none")
     retention_parser.set_defaults(func=_retention_command)
 
     verify_parser = commands.add_parser("verify", help="re-hash stored content; report corrupt or missing data")
-    verify_parser.add_argument("--config", "-c", help="YAML config file (its storage section)")
+    _add_store_options(verify_parser)
     verify_parser.add_argument("--quarantine", action="store_true",
                                help="unlink corrupt objects and move their data to docker/registry/v2/quarantine")
     verify_parser.set_defaults(func=_verify_command)
 
     du_parser = commands.add_parser("du", help="storage used per repository (unique and shared bytes)")
-    du_parser.add_argument("--config", "-c", help="YAML config file (its storage section)")
+    _add_store_options(du_parser)
     du_parser.set_defaults(func=_du_command)
 
     cert_parser = commands.add_parser("gen-cert", help="write a self-signed TLS certificate and key")
     cert_parser.add_argument("hosts", nargs="+", help="host names or IP addresses the certificate is for")
     cert_parser.add_argument("--cert", default="registry.crt", help="certificate file to write")
     cert_parser.add_argument("--key", default="registry.key", help="key file to write")
-    cert_parser.add_argument("--days", type=int, default=365)
+    cert_parser.add_argument("--days", type=int, default=365, help="validity, in days (default 365)")
+    cert_parser.add_argument("--force", action="store_true", help="replace existing certificate and key files")
     cert_parser.set_defaults(func=_gen_cert_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
+        if args.config and args.config_file:
+            parser.exit(2, "registry: give the config file once, as an argument or with --config\n")
         args.config = args.config or args.config_file
     try:
         args.func(args)
     except ConfigError as exc:
-        parser.exit(2, f"registry: {exc}\n")
+        parser.exit(2, "".join(f"registry: {line}\n" for line in str(exc).splitlines()))
+    except (StartupError, CommandError) as exc:
+        parser.exit(1, f"registry: {exc}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "registry: interrupted\n")
 
 
 if __name__ == "__main__":

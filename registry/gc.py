@@ -24,24 +24,19 @@ period before referencing it (a blob pushed an hour before its manifest).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from aiohttp import web
 
 from storage_backends import PathNotFound
 
 from . import layout
 from .blobs import SET_ASIDE_GRACE
 from .catalog import linking_repositories
-from .config import check_keys
 from .domain import Registry
-from .durations import parse_duration
 from .errors import RegistryError
 from .links import digests_under, stored_digests
 from .manifests import IMAGE_TYPES, INDEX_TYPES
@@ -50,31 +45,7 @@ from .references import Digest
 log = logging.getLogger("registry.gc")
 
 DEFAULT_GRACE = 3600.0
-DEFAULT_INTERVAL = 3600.0
 MAX_START_DELAY = 3600.0
-_KEYS = {"enabled", "interval", "grace", "deleteuntagged"}
-
-
-@dataclass(frozen=True)
-class GCSettings:
-    enabled: bool = False
-    interval: float = DEFAULT_INTERVAL
-    grace: float = DEFAULT_GRACE
-    delete_untagged: bool = False
-
-    @classmethod
-    def from_config(cls, raw: Any) -> GCSettings:
-        """The `storage.gc` section (absent: the defaults, not enabled)."""
-        if raw is None:
-            return cls()
-        check_keys(raw, "storage.gc", _KEYS)
-        interval = parse_duration(raw.get("interval") or DEFAULT_INTERVAL)
-        grace = parse_duration(DEFAULT_GRACE if raw.get("grace") in (None, "") else raw["grace"])
-        if interval <= 0:
-            raise ValueError("storage.gc.interval must be positive")
-        if grace < 0:
-            raise ValueError("storage.gc.grace must not be negative")
-        return cls(bool(raw.get("enabled", False)), interval, grace, bool(raw.get("deleteuntagged", False)))
 
 
 @dataclass
@@ -279,22 +250,3 @@ async def collect_forever(collector: GarbageCollector, interval: float,
         except Exception:
             log.exception("garbage collection failed; trying again in %.0fs", interval)
         await asyncio.sleep(interval)
-
-
-def garbage_collection(raw: Any, registry: Registry, before: Callable[[], Awaitable[None]] | None = None
-                       ) -> Callable[[web.Application], AsyncIterator[None]] | None:
-    """The `storage.gc` background task as an application cleanup context; None unless enabled.
-    ValueError for a bad section."""
-    settings = GCSettings.from_config(raw)
-    if not settings.enabled:
-        return None
-    collector = GarbageCollector(registry, settings.grace, settings.delete_untagged)
-
-    async def run(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(collect_forever(collector, settings.interval, before))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    return run

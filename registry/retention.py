@@ -23,10 +23,9 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import layout
-from .config import check_keys
+from .config import schema
 from .domain import Registry
 from .links import delete_quietly
 from .references import Digest
@@ -34,7 +33,6 @@ from .references import Digest
 log = logging.getLogger("registry.retention")
 
 DAY = 86400.0
-_KEYS = {"repositories", "keeplast", "keeptags", "keepdays"}
 
 
 @dataclass(frozen=True)
@@ -43,33 +41,6 @@ class RetentionRule:
     keep_last: int | None = None
     keep_tags: tuple[re.Pattern[str], ...] = ()
     keep_days: float | None = None
-
-    @classmethod
-    def from_config(cls, raw: Any, where: str) -> RetentionRule:
-        check_keys(raw, where, _KEYS)
-        patterns = raw.get("repositories")
-        if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
-            raise ValueError(f"{where}.repositories must be a non-empty list of patterns")
-        if not (_KEYS - {"repositories"}) & set(raw):
-            # a rule that keeps nothing would delete every tag of its repositories: say so explicitly
-            raise ValueError(f"{where} needs keeplast, keeptags or keepdays (keeplast: 0 to keep no tag)")
-        keep_last = raw.get("keeplast")
-        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0):
-            raise ValueError(f"{where}.keeplast must be a whole number, 0 or more")
-        keep_days = raw.get("keepdays")
-        if keep_days is not None and (isinstance(keep_days, bool) or not isinstance(keep_days, (int, float))
-                                      or keep_days < 0):
-            raise ValueError(f"{where}.keepdays must be a number of days, 0 or more")
-        expressions = raw.get("keeptags") or []
-        if not isinstance(expressions, list) or not all(isinstance(e, str) for e in expressions):
-            raise ValueError(f"{where}.keeptags must be a list of regular expressions")
-        compiled = []
-        for expression in expressions:
-            try:
-                compiled.append(re.compile(expression))
-            except re.error as exc:
-                raise ValueError(f"{where}.keeptags: bad regular expression {expression!r}: {exc}") from None
-        return cls(tuple(patterns), keep_last, tuple(compiled), None if keep_days is None else float(keep_days))
 
     def applies_to(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.repositories)
@@ -103,13 +74,10 @@ class RetentionPolicy:
     rules: tuple[RetentionRule, ...] = ()
 
     @classmethod
-    def from_config(cls, raw: Any) -> RetentionPolicy:
-        """The `storage.retention` list (absent: no rules). ValueError for a bad one."""
-        if raw is None:
-            return cls()
-        if not isinstance(raw, list):
-            raise ValueError("storage.retention must be a list of rules")
-        return cls(tuple(RetentionRule.from_config(rule, f"storage.retention[{i}]") for i, rule in enumerate(raw)))
+    def from_settings(cls, rules: list[schema.RetentionRule]) -> RetentionPolicy:
+        """The `storage.retention` rules (none: nothing is deleted)."""
+        return cls(tuple(RetentionRule(tuple(rule.repositories), rule.keeplast, tuple(rule.keeptags), rule.keepdays)
+                         for rule in rules))
 
     async def apply(self, registry: Registry, dry_run: bool = False, now: float | None = None) -> RetentionReport:
         report = RetentionReport(dry_run=dry_run)

@@ -4,31 +4,60 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 import ssl
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .config import schema
 
-def server_context(tls: dict[str, Any]) -> ssl.SSLContext | None:
-    """`certificate` and `key`; `clientcas` (a list of CA files) turns on mutual TLS."""
-    if not tls or not tls.get("certificate"):
+
+class TlsSetupError(Exception):
+    """A TLS file that cannot be used; the message names it and the key that points at it."""
+
+
+def server_context(tls: schema.Tls) -> ssl.SSLContext | None:
+    """`certificate` and `key`; `clientcas` (CA files) turns on mutual TLS."""
+    if not tls.certificate or not tls.key:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(tls["certificate"]), str(tls["key"]))
-    client_cas = tls.get("clientcas") or []
-    if isinstance(client_cas, str):
-        client_cas = [client_cas]
-    for ca in client_cas:
-        context.load_verify_locations(cafile=str(ca))
-    if client_cas:
+    context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.minimumtls == "tls1.3" else ssl.TLSVersion.TLSv1_2
+    for key, path in (("certificate", tls.certificate), ("key", tls.key)):
+        if not Path(path).is_file():
+            raise TlsSetupError(f"http.tls.{key}: no such file {path}")
+    try:
+        context.load_cert_chain(tls.certificate, tls.key)
+    except (ssl.SSLError, OSError) as exc:
+        raise TlsSetupError(f"http.tls: cannot use certificate {tls.certificate} with key {tls.key}: "
+                            f"{getattr(exc, 'reason', None) or exc}") from None
+    for ca in tls.clientcas:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise TlsSetupError(f"http.tls.clientcas: cannot load {ca}: {getattr(exc, 'strerror', None) or exc}") from None
+    if tls.clientcas:
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def check_host(host: str) -> str:
+    """A host name (RFC 1123, `*.` wildcard allowed) or an IP address; ValueError otherwise."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    name = host[2:] if host.startswith("*.") else host
+    if len(name) > 253 or not name or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError(f"{host!r} is neither a host name nor an IP address")
+    return host
 
 
 def self_signed(hosts: list[str], days: int = 365) -> tuple[bytes, bytes]:

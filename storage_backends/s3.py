@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class S3Settings:
-    """Distribution's `storage.s3` keys."""
+    """Distribution's `storage.s3` keys (checked by the config schema), plus ours."""
 
     bucket: str
     region: str | None = None
@@ -51,32 +51,19 @@ class S3Settings:
     forcepathstyle: bool = False
     accesskey: str | None = None
     secretkey: str | None = None
+    sessiontoken: str | None = None
     rootdirectory: str = ""
     chunksize: int = DEFAULT_CHUNK_SIZE
     secure: bool = True
+    skipverify: bool = False
     encrypt: bool = False
+    keyid: str | None = None
     storageclass: str | None = None
     redirect: bool = True
     max_threads: int = 32
     max_attempts: int = 8
     #: seconds; a stalled connection is retried rather than waited on forever
     timeout: float = 60.0
-
-    @classmethod
-    def from_config(cls, raw: dict[str, Any], redirect: bool = True) -> "S3Settings":
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in raw.items() if k in known and v is not None and v != ""}
-        for text in ("bucket", "region", "regionendpoint", "accesskey", "secretkey", "rootdirectory", "storageclass"):
-            if text in values:
-                values[text] = str(values[text])  # environment values arrive as YAML scalars
-        if "bucket" not in values:
-            raise ValueError("storage.s3.bucket is required")
-        values["chunksize"] = max(MIN_PART, int(values.get("chunksize", DEFAULT_CHUNK_SIZE)))
-        for flag in ("forcepathstyle", "secure", "encrypt"):
-            if isinstance(values.get(flag), str):
-                values[flag] = values[flag].lower() == "true"
-        values["rootdirectory"] = str(values.get("rootdirectory", "")).strip("/")
-        return cls(redirect=redirect, **values)
 
 
 @dataclass(frozen=True)
@@ -102,7 +89,9 @@ class S3Backend(StorageBackend):
             endpoint_url=endpoint,
             aws_access_key_id=settings.accesskey,
             aws_secret_access_key=settings.secretkey,
+            aws_session_token=settings.sessiontoken,
             use_ssl=settings.secure,
+            verify=not settings.skipverify,
             config=BotoConfig(
                 # botocore's "max_attempts" counts retries only; ours counts tries, as the README says
                 retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
@@ -144,7 +133,10 @@ class S3Backend(StorageBackend):
     def _put_args(self) -> dict[str, Any]:
         # what a client downloading a blob through a presigned URL is told, as Distribution does
         args: dict[str, Any] = {"ContentType": "application/octet-stream"}
-        if self.settings.encrypt:
+        if self.settings.encrypt and self.settings.keyid:
+            args["ServerSideEncryption"] = "aws:kms"
+            args["SSEKMSKeyId"] = self.settings.keyid
+        elif self.settings.encrypt:
             args["ServerSideEncryption"] = "AES256"
         if self.settings.storageclass and self.settings.storageclass.upper() != "NONE":
             args["StorageClass"] = self.settings.storageclass

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +61,6 @@ def write_htpasswd(path: Path, users: dict[str, str]) -> None:
     """bcrypt entries with the fewest rounds bcrypt allows: the server checks them the same way, faster."""
     path.write_text("".join(f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(4)).decode()}\n"
                             for user, pw in users.items()))
-
-
-def registry_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """`registry ...` as an operator runs it."""
-    return subprocess.run([sys.executable, "-m", "registry", *args], input=stdin, capture_output=True,
-                          text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
 
 
 def snapshot(root: Path) -> set[str]:

@@ -138,7 +138,9 @@ class RegistryServer(ServerProcess):
         return self.backend == "s3" and not (storage.get("redirect") or {}).get("disable", False)
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "registry", "serve", "--addr", self.host, "--root", str(self.root)]
+        cmd = [sys.executable, "-m", "registry", "serve", "--addr", self.host]
+        if self.backend == "filesystem":
+            cmd += ["--root", str(self.root)]
         if self.config is not None:
             config_path = self.log_path.with_suffix(".yml")
             config_path.write_text(yaml.safe_dump(self.config))

@@ -8,10 +8,7 @@ was: no blob, link or upload directory may appear for a request that was denied.
 from __future__ import annotations
 
 import base64
-import io
 import json
-import re
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,9 +17,8 @@ from typing import Callable, Iterator
 import pytest
 import requests
 
-from registry.cli import main
-
-from .auth_helpers import basic_header, catalog, client_for, fresh_address, registry_cli, snapshot, \
+from .cli import run_registry
+from .auth_helpers import basic_header, catalog, client_for, fresh_address, snapshot, \
     start_upload_attempts, write_htpasswd
 from .client import OCI_MANIFEST, RegistryClient, assert_error, descriptor, digest_of, unique_repo
 from .servers import RegistryServer
@@ -116,18 +112,18 @@ def test_user_added_while_running_logs_in_until_removed(server: RegistryServer) 
     erin = client_for(server.url, auth=("erin", password), address=fresh_address())
     assert_challenged(erin.request("GET", "/v2/"))
 
-    added = registry_cli("user", "add", "erin", "--htpasswd", htpasswd, "--password-stdin", stdin=password + "\n")
+    added = run_registry("user", "add", "erin", "--htpasswd", htpasswd, "--password-stdin", stdin=password + "\n")
     assert added.returncode == 0, added.stderr
     assert password not in added.stdout + added.stderr
     assert erin.request("GET", "/v2/").status_code == 200
     repo = unique_repo("scratch")
     digest = erin.push_blob(repo, b"erin's blob")
 
-    listed = registry_cli("user", "list", "--htpasswd", htpasswd)
+    listed = run_registry("user", "list", "--htpasswd", htpasswd)
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.split() == sorted([*PASSWORDS, "erin"])
 
-    removed = registry_cli("user", "remove", "erin", "--htpasswd", htpasswd)
+    removed = run_registry("user", "remove", "erin", "--htpasswd", htpasswd)
     assert removed.returncode == 0, removed.stderr
     assert_challenged(erin.request("GET", "/v2/"))
     assert_challenged(erin.request("GET", f"/v2/{repo}/blobs/{digest}"))
@@ -351,37 +347,6 @@ def wait_for_log(path: Path, text: str, count: int = 1, timeout: float = 5) -> s
         if log.count(text) >= count or time.monotonic() > deadline:
             return log
         time.sleep(0.05)
-
-
-def test_user_command_manages_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """In-process (the subprocess runs are in the live-reload test): bcrypt entries, mode 0600, refusals."""
-    htpasswd = str(tmp_path / "htpasswd")
-
-    def run(*args: str, stdin: str = "") -> str:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        main(["user", *args, "--htpasswd", htpasswd])
-        return capsys.readouterr().out
-
-    assert run("list") == ""
-    for name in ("zoe", "adam"):
-        run("add", name, "--password-stdin", stdin=f"{name}-pw\n")
-    assert run("list").split() == ["adam", "zoe"]
-    text = Path(htpasswd).read_text()
-    entry = r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"
-    assert re.fullmatch(rf"adam:{entry}\nzoe:{entry}\n", text), text
-    assert "zoe-pw" not in text and "adam-pw" not in text
-    assert (Path(htpasswd).stat().st_mode & 0o777) == 0o600
-
-    for args, stdin in ((["remove", "nobody"], ""), (["add", "eve", "--password-stdin"], "\n"),
-                        (["add", "a:b", "--password-stdin"], "pw\n")):
-        with pytest.raises(SystemExit) as exited:
-            run(*args, stdin=stdin)
-        assert exited.value.code == 2, args
-        assert capsys.readouterr().err.startswith("registry: ")
-    assert Path(htpasswd).read_text() == text
-    run("remove", "zoe")
-    assert run("list").split() == ["adam"]
 
 
 def test_without_access_rules_users_may_do_everything(tmp_path: Path,

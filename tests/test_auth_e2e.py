@@ -282,24 +282,6 @@ def test_blob_bytes_over_tls_are_intact(tmp_path: Path, make_registry: Callable[
     assert part.content == data[1000:2001000]
 
 
-def test_a_htpasswd_file_without_bcrypt_entries_stops_the_registry_at_startup(tmp_path: Path) -> None:
-    """Rather than starting and answering every login with a 500."""
-    htpasswd = tmp_path / "htpasswd"
-    write_htpasswd(htpasswd, {"alice": "pw"})
-    with htpasswd.open("a") as f:
-        f.write("bob:{SHA}fEqNCco3Yq9h5ZUglD3CZJT4lBs=\n")  # htpasswd -s: SHA-1, which Distribution refuses too
-    config = tmp_path / "config.yml"
-    config.write_text(f"auth:\n  htpasswd:\n    path: {htpasswd}\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([sys.executable, "-m", "registry", "serve", "--config", str(config),
-                             "--addr", "127.0.0.1:0", "--root", str(tmp_path / "data")],
-                            capture_output=True, text=True, timeout=60, env=env)
-    assert result.returncode == 2
-    assert f"{htpasswd}:2: not a bcrypt htpasswd entry" in result.stderr
-
-
-# --- mutual TLS ---------------------------------------------------------------------------------
-
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])

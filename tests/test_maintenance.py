@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import requests
-import yaml
 
 from .auth_helpers import client_for, write_htpasswd
+from .cli import run_registry, store_config
 from .client import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -40,10 +39,7 @@ def layer() -> bytes:
 
 def run_cli(server: RegistryServer, *args: str) -> subprocess.CompletedProcess[str]:
     """`registry <args> --config <a config naming the server's store>`, as an operator runs it."""
-    config = server.log_path.with_name(f"cli-{uuid.uuid4().hex[:8]}.yml")
-    config.write_text(yaml.safe_dump({"storage": {"filesystem": {"rootdirectory": str(server.root)}}}))
-    return subprocess.run([sys.executable, "-m", "registry", *args, "--config", str(config)], check=False,
-                          capture_output=True, text=True, env=server.env(), timeout=120)
+    return run_registry(*args, "--config", str(store_config(server)))
 
 
 def verify(server: RegistryServer, *flags: str) -> tuple[int, dict[str, list[str]], str]:

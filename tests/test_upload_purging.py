@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from registry.durations import parse_duration
+from registry.config import parse_duration
 
 from .client import RegistryClient, unique_repo
 from .s3 import s3_client

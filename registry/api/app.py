@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -140,9 +140,15 @@ def _streaming(request: web.Request) -> bool:
     return request.writer is not None and request.writer.output_size > 0
 
 
-def absolute_locations(base_url: str | None) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+def common_headers(base_url: str | None, extra: Mapping[str, list[str]]
+                   ) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """The API version, the operator's http.headers, and absolute Locations under http.host."""
+
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Docker-Distribution-API-Version"] = "registry/2.0"
+        for name, values in extra.items():
+            for value in values:
+                response.headers.add(name, value)
         location = response.headers.get("Location")
         if base_url and location and location.startswith("/"):
             response.headers["Location"] = base_url.rstrip("/") + location
@@ -156,6 +162,7 @@ def create_app(
     guard: Guard | None = None,
     token_service: TokenService | None = None,
     mirror: Mirror | None = None,
+    headers: Mapping[str, list[str]] | None = None,
     **app_options: Any,
 ) -> web.Application:
     app = web.Application(middlewares=[render_errors], **app_options)
@@ -173,7 +180,7 @@ def create_app(
     if token_service is not None:
         app.router.add_route("GET", BUILTIN_PATH, token_service.handle)
         app.router.add_route("POST", BUILTIN_PATH, token_service.handle)
-    app.on_response_prepare.append(absolute_locations(base_url))
+    app.on_response_prepare.append(common_headers(base_url, headers or {}))
 
     async def close(_: web.Application) -> None:
         await registry.close()

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from ..config import schema
 
 ACTIONS = frozenset({"pull", "push", "delete"})
 
@@ -90,27 +93,16 @@ class AccessRules:
     open_to_users: bool = True
 
     @classmethod
-    def from_config(cls, raw: dict[str, Any] | None) -> "AccessRules":
-        if not raw:
+    def from_settings(cls, access: "schema.Access | None") -> "AccessRules":
+        """No `auth.access` section: every authenticated user may do everything."""
+        if access is None:
             return cls()
-        groups = {str(g): frozenset(str(u) for u in members or []) for g, members in (raw.get("groups") or {}).items()}
-        rules = []
-        for i, entry in enumerate(raw.get("rules") or []):
-            actions = frozenset(str(a) for a in entry.get("actions") or [])
-            if "*" in actions:
-                actions = ACTIONS
-            unknown = actions - ACTIONS
-            if unknown or not actions:
-                raise ValueError(f"auth.access.rules[{i}]: actions must be among pull, push, delete, *")
-            patterns = entry.get("repositories") or []
-            if isinstance(patterns, str):
-                patterns = [patterns]
-            if not patterns:
-                raise ValueError(f"auth.access.rules[{i}]: repositories is required")
-            rules.append(Rule(tuple(str(p) for p in patterns), actions,
-                              frozenset(str(u) for u in entry.get("users") or []),
-                              frozenset(str(g) for g in entry.get("groups") or []),
-                              bool(entry.get("anonymous", False))))
+        groups = {group: frozenset(members) for group, members in access.groups.items()}
+        rules = [
+            Rule(tuple(rule.repositories), ACTIONS if "*" in rule.actions else frozenset(rule.actions),
+                 frozenset(rule.users), frozenset(rule.groups), rule.anonymous)
+            for rule in access.rules
+        ]
         return cls(rules, groups, open_to_users=False)
 
     def groups_of(self, user: str) -> set[str]:

@@ -22,6 +22,9 @@ log = logging.getLogger("registry.auth")
 #: how long a verified password is taken as verified again without bcrypt
 VERIFIED_TTL_SECONDS = 300.0
 BCRYPT_ROUNDS = 12
+#: bcrypt reads at most this many bytes of a password; Apache's htpasswd ignores the rest, and so do we
+#: when checking (bcrypt 5 raises instead), while `registry user add` refuses longer ones
+MAX_PASSWORD_BYTES = 72
 
 
 class HtpasswdError(Exception):
@@ -54,7 +57,7 @@ def write_entries(path: Path, entries: dict[str, bytes]) -> None:
 
 def hash_password(password: str) -> bytes:
     # Apache's htpasswd writes $2y$; bcrypt writes $2b$: the same algorithm, both accepted everywhere
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
+    return bcrypt.hashpw(password.encode()[:MAX_PASSWORD_BYTES], bcrypt.gensalt(BCRYPT_ROUNDS))
 
 
 class Htpasswd:
@@ -95,7 +98,7 @@ class Htpasswd:
             return True
         candidate = hashed if hashed is not None else self._decoy
         ok = await asyncio.get_running_loop().run_in_executor(
-            None, bcrypt.checkpw, password.encode(), candidate.replace(b"$2y$", b"$2b$", 1)
+            None, bcrypt.checkpw, password.encode()[:MAX_PASSWORD_BYTES], candidate.replace(b"$2y$", b"$2b$", 1)
         )
         if ok and hashed is not None:
             if len(self._verified) > 10_000:

@@ -18,22 +18,15 @@ any more; otherwise it stays for the others, and garbage collection decides late
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiohttp import web
 
 from ..blobs import SET_ASIDE_GRACE
 from ..catalog import linking_repositories
-from ..config import check_keys
-from ..durations import parse_duration
+from ..config import schema
 from ..metrics import (
     MIRROR_CACHE_BYTES,
     MIRROR_DELETED_BYTES,
@@ -46,51 +39,7 @@ from .service import Mirror
 
 log = logging.getLogger("registry.mirror.eviction")
 
-DEFAULT_INTERVAL = "1h"
 MAX_START_DELAY = 3600.0
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgtp])(i)?b?|b)?", re.IGNORECASE)
-_POWERS = "kmgtp"
-_KEYS = {"maxage", "maxsize", "interval"}
-
-
-def parse_size(value: str | float) -> int:
-    """Bytes: `500MB` and `50GB` are decimal (10^6, 10^9), `50GiB` binary; a bare number is bytes."""
-    if isinstance(value, bool):
-        raise ValueError(f"invalid size {value!r}")
-    if isinstance(value, (int, float)):
-        number: float = value
-    else:
-        match = _SIZE.fullmatch(str(value).strip())
-        if not match:
-            raise ValueError(f"invalid size {value!r}; use e.g. 500MB, 50GiB or a number of bytes")
-        digits, power, binary = match.groups()
-        exponent = _POWERS.index(power.lower()) + 1 if power else 0
-        number = float(digits) * (1024 if binary else 1000) ** exponent
-    if number < 0:
-        raise ValueError(f"invalid size {value!r}")
-    return int(number)
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    maxage: float | None = None  # seconds; None: no age limit
-    maxsize: int | None = None  # bytes; None: no size limit
-    interval: float = 3600.0
-
-    @classmethod
-    def from_config(cls, raw: Any) -> CacheSettings | None:
-        """The `proxy.cache` section; None when there is none (nothing is evicted)."""
-        if raw is None:
-            return None
-        check_keys(raw, "proxy.cache", _KEYS)
-        maxage = None if raw.get("maxage") in (None, "") else parse_duration(raw["maxage"])
-        maxsize = None if raw.get("maxsize") in (None, "") else parse_size(raw["maxsize"])
-        interval = parse_duration(DEFAULT_INTERVAL if raw.get("interval") in (None, "") else raw["interval"])
-        if maxage is not None and maxage <= 0:
-            raise ValueError("proxy.cache.maxage must be positive")
-        if interval <= 0:
-            raise ValueError("proxy.cache.interval must be positive")
-        return cls(maxage, maxsize, interval)
 
 
 @dataclass
@@ -120,7 +69,7 @@ class EvictionReport:
 
 
 class CacheEvictor:
-    def __init__(self, mirror: Mirror, settings: CacheSettings, grace: float = SET_ASIDE_GRACE) -> None:
+    def __init__(self, mirror: Mirror, settings: schema.ProxyCache, grace: float = SET_ASIDE_GRACE) -> None:
         self.mirror = mirror
         self.registry = mirror.registry
         self.settings = settings
@@ -279,16 +228,3 @@ async def evict_forever(evictor: CacheEvictor) -> None:
         except Exception:
             log.exception("mirror cache eviction failed; trying again in %.0fs", interval)
         await asyncio.sleep(interval)
-
-
-def cache_eviction(mirror: Mirror, settings: CacheSettings) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The eviction task as an application cleanup context: started with the server, cancelled with it."""
-
-    async def run(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(evict_forever(CacheEvictor(mirror, settings)))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    return run

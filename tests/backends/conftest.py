@@ -35,8 +35,7 @@ async def memory_backend(request: pytest.FixtureRequest) -> AsyncIterator[Storag
 async def s3_backend(request: pytest.FixtureRequest) -> AsyncIterator[StorageBackend]:
     """A fresh bucket on the session's moto server (tests/conftest.py), under a root directory as deployments use."""
     moto: MotoServer = request.getfixturevalue("moto")
-    settings = S3Settings.from_config(s3_config(moto, new_bucket(moto), rootdirectory="/registry",
-                                                chunksize=5 << 20))
+    settings = S3Settings(**s3_config(moto, new_bucket(moto), rootdirectory="registry", chunksize=5 << 20))
     yield S3Backend(settings)
 
 
