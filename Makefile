@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the tests and benchmarks drive: a real client, the reference registry, a load generator
-SYSTEM_PACKAGES := skopeo docker-registry wrk
-SYSTEM_COMMANDS := skopeo docker-registry wrk
+# Debian packages the tests and benchmarks drive: a real client, the reference registry, a load generator,
+# a browser for the web UI's tests (Playwright drives /usr/bin/chromium; it never downloads one)
+SYSTEM_PACKAGES := skopeo docker-registry wrk chromium
+SYSTEM_COMMANDS := skopeo docker-registry wrk chromium
 
 # `make run ADDR=0.0.0.0:5000 ROOT=/srv/registry`, or REGISTRY_HTTP_ADDR / REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY;
 # `make run CONFIG=config.yml` serves from a config file instead

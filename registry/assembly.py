@@ -106,7 +106,8 @@ def assemble(settings: Settings) -> Assembly:
     upstreams = upstreams_from_settings(settings.proxy)
     mirror = Mirror(registry, upstreams) if upstreams else None
     app = create_app(registry, base_url=settings.http.host, guard=guard, token_service=token_service,
-                     mirror=mirror, headers=settings.http.headers)
+                     mirror=mirror, headers=settings.http.headers, ui_enabled=settings.ui.enabled,
+                     secret=settings.http.secret.get_secret_value() if settings.http.secret else None)
     for task in _background_tasks(settings, registry, mirror):
         app.cleanup_ctx.append(task)
     return Assembly(app, registry, where, guard, mirror)

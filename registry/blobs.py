@@ -52,6 +52,17 @@ class BlobStore:
             return False
         return True
 
+    async def read_small(self, digest: Digest, limit: int) -> bytes | None:
+        """The whole of a small stored blob (an image config); None when it is not stored or
+        is larger than limit bytes, so that a huge blob is never read into memory."""
+        size = await self.size(digest)
+        if size is None or size > limit:
+            return None
+        try:
+            return await self.backend.read_bytes(layout.blob_data(digest))
+        except PathNotFound:
+            return None
+
     async def stored(self, digest: Digest) -> bool:
         return await self.backend.exists(layout.blob_data(digest))
 

@@ -9,6 +9,7 @@ from storage_backends import StorageBackend
 from .blobs import BlobStore
 from .catalog import Catalog
 from .errors import RegistryError
+from .images import ImageReader
 from .manifests import ManifestStore
 from .referrers import ReferrerStore
 from .tags import TagStore
@@ -31,6 +32,7 @@ class Registry:
         self.tags = TagStore(backend, self.manifests)
         self.referrers = ReferrerStore(backend, self.manifests)
         self.catalog = Catalog(backend)
+        self.images = ImageReader(self.manifests, self.blobs)
 
     def check_writable(self) -> None:
         if self.policy.read_only:

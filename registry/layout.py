@@ -13,6 +13,7 @@ interchangeable between the two:
         _referrers/<subject alg>/<subject hex>/<alg>/<hex>/link   (ours; Distribution ignores it)
     docker/registry/v2/evicting/<alg>/<hex>      (ours: blob data on its way out of a mirror's cache)
     docker/registry/v2/quarantine/<alg>/<hex>    (ours: corrupt blob data `registry verify` moved aside)
+    docker/registry/v2/secrets/<name>            (ours: secrets every replica on the store shares)
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ LAYERS_MARKER = "_layers"
 SET_ASIDE = f"{ROOT}/evicting"
 #: blob data `registry verify --quarantine` found corrupt, kept for inspection, never served
 QUARANTINE = f"{ROOT}/quarantine"
+#: secrets generated once and shared by every replica on the store (the web UI's session key)
+SECRETS = f"{ROOT}/secrets"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -52,6 +55,10 @@ def set_aside_data(digest: Digest) -> str:
 
 def quarantine_data(digest: Digest) -> str:
     return f"{QUARANTINE}/{digest.algorithm}/{digest.hex}"
+
+
+def secret_file(name: str) -> str:
+    return f"{SECRETS}/{name}"
 
 
 def layers_dir(name: str) -> str:

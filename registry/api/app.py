@@ -10,6 +10,7 @@ from aiohttp import web
 
 from storage_backends import StorageError
 
+from .. import ui
 from ..domain import Registry
 from ..errors import RegistryError
 from ..references import check_name
@@ -163,6 +164,8 @@ def create_app(
     token_service: TokenService | None = None,
     mirror: Mirror | None = None,
     headers: Mapping[str, list[str]] | None = None,
+    ui_enabled: bool = True,
+    secret: str | None = None,
     **app_options: Any,
 ) -> web.Application:
     app = web.Application(middlewares=[render_errors], **app_options)
@@ -181,6 +184,8 @@ def create_app(
         app.router.add_route("GET", BUILTIN_PATH, token_service.handle)
         app.router.add_route("POST", BUILTIN_PATH, token_service.handle)
     app.on_response_prepare.append(common_headers(base_url, headers or {}))
+    if ui_enabled:
+        ui.setup(app, registry, guard, mirror, secret, base_url)
 
     async def close(_: web.Application) -> None:
         await registry.close()

@@ -89,6 +89,12 @@ class Htpasswd:
             self._verified.clear()
         return self._entries
 
+    def fingerprint(self, user: str) -> str | None:
+        """A digest of the user's entry: it changes with the password and is None once the user is
+        gone, so a login remembered elsewhere (a web session) can end with either."""
+        hashed = self._load().get(user)
+        return None if hashed is None else hashlib.sha256(hashed).hexdigest()[:32]
+
     async def verify(self, user: str, password: str) -> bool:
         entries = self._load()
         hashed = entries.get(user)
