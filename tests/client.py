@@ -127,9 +127,10 @@ def registry_answer(response: requests.Response) -> requests.Response:
 
 
 class Image:
-    """An OCI image built in the test, every digest and size known; with `subject`, a referrer of it."""
+    """An OCI image built in the test, every digest and size known; with `subject` (an Image, or the
+    bytes of an image manifest), a referrer of it."""
 
-    def __init__(self, layers: list[bytes], subject: "Image | None" = None) -> None:
+    def __init__(self, layers: list[bytes], subject: "Image | bytes | None" = None) -> None:
         self.config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": uuid.uuid4().hex}).encode()
         self.layers = layers
         document: dict[str, Any] = {
@@ -139,7 +140,7 @@ class Image:
             "layers": [descriptor(OCI_LAYER, layer) for layer in layers],
         }
         if subject is not None:
-            document["subject"] = descriptor(OCI_MANIFEST, subject.manifest)
+            document["subject"] = descriptor(OCI_MANIFEST, subject if isinstance(subject, bytes) else subject.manifest)
             document["artifactType"] = "application/vnd.example.signature"
         self.manifest = json.dumps(document).encode()
 

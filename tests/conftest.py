@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from .browser import Browser
 from .client import RegistryClient
 from .s3 import new_bucket, s3_config
 from .servers import MotoServer, ReferenceRegistry, RegistryServer
@@ -124,3 +125,11 @@ def make_reference(tmp_path: Path) -> Iterator[Callable[[Path], ReferenceRegistr
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One chromium per test session (per xdist worker), for the web UI's tests."""
+    started = Browser()
+    yield started
+    started.close()

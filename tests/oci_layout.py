@@ -137,8 +137,9 @@ class LayoutBuilder:
         return desc, f"sha256:{uncompressed.hash.hexdigest()}"
 
     def add_image(self, layers: list[tuple[dict[str, Any], str]], architecture: str = "amd64",
-                  annotations: dict[str, str] | None = None) -> dict[str, Any]:
-        """A config naming the layers' diff_ids, and the manifest; returns the manifest's descriptor."""
+                  annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """A config naming the layers' diff_ids (and carrying labels), and the manifest; returns the
+        manifest's descriptor."""
         config = {
             "created": "2024-01-01T00:00:00Z",
             "architecture": architecture,
@@ -147,6 +148,8 @@ class LayoutBuilder:
             "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in layers]},
             "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "tests/oci_layout.py"} for _ in layers],
         }
+        if labels:
+            config["config"]["Labels"] = labels
         config_desc = self.add_blob(OCI_CONFIG, json.dumps(config).encode())
         manifest: dict[str, Any] = {
             "schemaVersion": 2,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -65,7 +65,11 @@ async def delete(request: web.Request, ui: UI, viewer: Viewer, name: str) -> web
         ui.snapshots.changed()
         log.warning("web UI: %s deleted %s %s@%s", viewer.name or "anonymous", "tag" if not is_digest(reference)
                     else "manifest", name, reference)
-        return see_other(f"{repository_url(name)}?deleted={quote(reference)}")
+        try:  # its last manifest gone, a repository may be gone too (S3 keeps no empty directories)
+            await registry.manifests.check_repository(name)
+        except RegistryError:
+            return see_other(f"/?{urlencode({'deleted': f'{name}@{reference}'})}")
+        return see_other(f"{repository_url(name)}?{urlencode({'deleted': reference})}")
     tags = await registry.manifests.tags_of(name, digest) if is_digest(reference) else []
     return render(request, viewer, "delete.html", name=name, reference=reference, digest=digest,
                   by_digest=is_digest(reference), tags=tags)

@@ -75,7 +75,8 @@ async def catalog(request: web.Request, ui: UI, viewer: Viewer) -> web.StreamRes
         rows.append({"name": name, "tags": len(tags), "size": usage.total if usage else None,
                      "last_pushed": shared.last_pushed if shared else None})
     return render(request, viewer, "catalog.html", rows=rows, query=query, last=last, next_last=next_last,
-                  budget_spent=budget_spent, scan_budget=SCAN_BUDGET, snapshot=snapshot)
+                  budget_spent=budget_spent, scan_budget=SCAN_BUDGET, snapshot=snapshot,
+                  deleted=request.query.get("deleted"))
 
 
 async def repository(request: web.Request, ui: UI, viewer: Viewer, name: str) -> web.StreamResponse:

@@ -12,11 +12,11 @@ def repository_url(name: str) -> str:
 
 
 def manifest_url(name: str, reference: object) -> str:
-    return f"{repository_url(name)}/-/manifest/{quote(str(reference))}"
+    return f"{repository_url(name)}/-/manifest/{quote(str(reference), safe=':')}"
 
 
 def blob_url(name: str, digest: object, manifest: object = None) -> str:
-    url = f"{repository_url(name)}/-/blob/{quote(str(digest))}"
+    url = f"{repository_url(name)}/-/blob/{quote(str(digest), safe=':')}"
     return f"{url}?{urlencode({'manifest': str(manifest)})}" if manifest else url
 
 
