@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in scenarios:
             log(f"[{scenario.name}] {scenario.description}")
             try:
-                run_scenario(scenario, servers.for_backend(scenario.backend), ctx, rounds, results)
+                sides = {n: s for n, s in servers.for_backend(scenario.backend).items() if n in scenario.sides}
+                run_scenario(scenario, sides, ctx, rounds, results)
             except Exception as exc:  # one broken scenario must not hide the others' figures
                 errors[scenario.name] = f"{type(exc).__name__}: {exc}"
                 log(traceback.format_exc())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -49,11 +50,14 @@ class Sizes:
     list_connections: int = 8
     #: the blob of the S3 rows: moto (Python) is the bottleneck there, and holds what it is sent
     s3_big: int = 128 * MiB
+    #: repositories behind the web UI's pages, and how often each page is fetched per round
+    ui_repos: int = 10_000
+    ui_requests: int = 20
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(big=64 * MiB, small_count=200, tags=100, repos=100, rss_size=256 * MiB,
-                   wrk_seconds=2, list_seconds=2, s3_big=32 * MiB)
+                   wrk_seconds=2, list_seconds=2, s3_big=32 * MiB, ui_repos=500, ui_requests=5)
 
 
 class Context:
@@ -130,6 +134,8 @@ class Scenario:
     backend = "filesystem"
     #: start each server anew for every round (pushes land on an empty store; VmHWM is this round's)
     fresh_per_round = False
+    #: which servers it measures ("ours" alone for what Distribution does not have)
+    sides: tuple[str, ...] = ("reference", "ours")
 
     def prepare(self, ctx: Context) -> None:
         """Untimed work done once before any server starts (generating files)."""
@@ -488,7 +494,86 @@ class PushMemory(Scenario):
         return {"rss": mono.peak_mib, "rss_chunked": chunked.peak_mib}
 
 
+class UIPages(Scenario):
+    name = "ui"
+    description = "web UI pages: server-side time (Server-Timing) at many repositories and 1,000 tags; ours only"
+    sides = ("ours",)
+    TAGGED = "bench/tags"
+    LIMIT_MS = 200.0
+
+    def __init__(self, sizes: Sizes) -> None:
+        repos, tags = sizes.ui_repos, sizes.tags
+        self.pages = {
+            "ui-catalog": ("/", f"UI catalog, first page, {repos} repos"),
+            "ui-catalog-mid": (f"/?last=bench/ui{repos // 2:05d}", "UI catalog, a page in the middle"),
+            "ui-search": ("/?q=no-such-name", "UI catalog search, no match (scan budget spent)"),
+            "ui-tags": (f"/ui/r/{self.TAGGED}", f"UI repository, {tags} tags, by name"),
+            "ui-tags-time": (f"/ui/r/{self.TAGGED}?sort=time", f"UI repository, {tags} tags, by time"),
+            "ui-tags-filter": (f"/ui/r/{self.TAGGED}?q=t00", f"UI repository, {tags} tags, filtered"),
+            "ui-image": (f"/ui/r/{self.TAGGED}/-/manifest/t0001", "UI image manifest page"),
+            "ui-index": (f"/ui/r/{self.TAGGED}/-/manifest/multi", "UI index manifest page"),
+            "ui-blob": ("", "UI layer page"),
+            "ui-storage": ("/ui/storage", f"UI storage page (snapshot of {repos} repos)"),
+        }
+        self.metrics = tuple(Metric(key, f"{label}, worst of {sizes.ui_requests}", "ms server",
+                                    higher_is_better=False, max_ours=self.LIMIT_MS, aggregate="max")
+                             for key, (_, label) in self.pages.items()) + (
+            Metric("ui-snapshot", f"UI storage snapshot walk (background), {repos} repos", "s",
+                   higher_is_better=False, aggregate="max"),)
+
+    def setup(self, side: Side, ctx: Context) -> Any:
+        s = ctx.sizes
+        manifest, layer = push_image(side, self.TAGGED, "t0000")
+        config = b'{"architecture":"amd64","os":"linux"}'
+        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                            "manifests": [{"mediaType": ops.OCI_MANIFEST, "digest": ops.digest_of(manifest),
+                                           "size": len(manifest), "platform": {"os": "linux",
+                                                                               "architecture": "amd64"}}]})
+        repos = [f"bench/ui{i:05d}" for i in range(s.ui_repos)]
+        threads = 8
+
+        def tag(index_: int) -> None:
+            with connect(side) as conn:
+                for i in range(1 + index_, s.tags, threads):
+                    ops.put_manifest(conn, self.TAGGED, f"t{i:04d}", manifest)
+
+        def fill(index_: int) -> None:
+            with connect(side) as conn:
+                for repo in repos[index_::threads]:
+                    ops.mount(conn, repo, ops.digest_of(config), self.TAGGED)
+                    ops.mount(conn, repo, layer, self.TAGGED)
+                    ops.put_manifest(conn, repo, "latest", manifest)
+
+        in_threads(threads, tag)
+        in_threads(threads, fill)
+        with connect(side) as conn:
+            ops.expect(conn.request("PUT", f"/v2/{self.TAGGED}/manifests/multi",
+                                    {"Content-Type": "application/vnd.oci.image.index.v1+json"},
+                                    index.encode()), 201)
+            deadline = time.monotonic() + 600
+            while b"being computed" in ops.expect(conn.request("GET", "/ui/storage"), 200).body:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the UI's storage snapshot took more than 10 minutes")
+                time.sleep(0.5)
+        self.pages["ui-blob"] = (f"/ui/r/{self.TAGGED}/-/blob/{layer}", self.pages["ui-blob"][1])
+        return None
+
+    def measure(self, side: Side, state: Any, round_index: int, ctx: Context) -> dict[str, float]:
+        figures: dict[str, float] = {}
+        with connect(side) as conn:
+            for key, (path, _) in self.pages.items():
+                worst = 0.0
+                for _ in range(ctx.sizes.ui_requests):
+                    r = ops.expect(conn.request("GET", path), 200)
+                    worst = max(worst, float(r.header("server-timing").split("dur=")[1]))
+                figures[key] = worst
+            storage = conn.request("GET", "/ui/storage").body.decode()
+        figures["ui-snapshot"] = float(storage.split("computed in ")[1].split(" s")[0])
+        return figures
+
+
 def all_scenarios(sizes: Sizes) -> list[Scenario]:
     return [MonolithicPush(sizes), ChunkedPush(sizes), Pull(sizes),
             S3MonolithicPush(sizes), S3ChunkedPush(sizes), S3Pull(sizes),
-            ManifestGet(sizes), BlobHead(sizes), SmallPushes(sizes), Listing(sizes), PushMemory(sizes)]
+            ManifestGet(sizes), BlobHead(sizes), SmallPushes(sizes), Listing(sizes), PushMemory(sizes),
+            UIPages(sizes)]
