@@ -9,7 +9,6 @@ API would. Anonymous visitors may see what anonymous pulls are allowed.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import jwt
@@ -99,7 +98,3 @@ async def log_in(request: web.Request, guard: Guard, user: str, password: str, t
 def _failed(request: web.Request, guard: Guard, why: str) -> RegistryError:
     guard.failed_login(request, f"web login: {why}")
     return RegistryError("UNAUTHORIZED", "wrong user name, password or token")
-
-
-def expired(session: Session) -> bool:
-    return session.expires < time.time()
