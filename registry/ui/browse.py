@@ -22,8 +22,8 @@ CATALOG_PAGE = 50
 TAGS_PAGE = 100
 #: a search or a restricted view reads the catalog in batches of this many names, and at most
 #: SCAN_BUDGET names per request: it then offers to go on from there (never a full scan per request)
-SCAN_BATCH = 500
-SCAN_BUDGET = 2500
+SCAN_BATCH = 1000
+SCAN_BUDGET = 1000
 MAX_QUERY = 200
 
 
