@@ -7,7 +7,6 @@ Screenshots of the main pages land in screenshots/ (ignored by git).
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from http.server import HTTPServer, SimpleHTTPRequestHandler
@@ -31,10 +30,6 @@ ACCESS = {"rules": [
     {"repositories": ["team-b/*"], "users": ["bob"], "actions": ["pull"]},
     {"repositories": ["public/*"], "anonymous": True, "actions": ["pull"]},
 ]}
-
-
-def repository_link(page: Any, name: str) -> Any:
-    return page.locator("a[data-test=repository]", has_text=name).filter(has_text=name)
 
 
 def shown_repositories(page: Any) -> list[str]:
@@ -240,7 +235,6 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
     config = {"auth": {"htpasswd": {"path": str(base / "htpasswd")}, "token": {"builtin": True},
                        "access": ACCESS}}
     with RegistryServer(base / "data", base / "server.log", config) as server:
-        admin = client_for(server.url, auth=ADMIN)
         token = requests.get(f"{server.url}/auth/token", auth=ADMIN, timeout=30, params={
             "service": "registry", "scope": [f"repository:{n}:pull,push" for n in ("team-a/one", "team-a/two")]})
         admin = client_for(server.url, token=token.json()["token"])
