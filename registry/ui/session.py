@@ -13,13 +13,16 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass, replace
 
-from storage_backends import PathNotFound, StorageBackend
+from storage_backends import PathNotFound, StorageBackend, StorageError
 
 from ..secrets import reread, shared_secret
+
+log = logging.getLogger("registry.ui")
 
 COOKIE = "registry_ui_session"
 #: how long a session lasts, logged in or not; logging in again starts a new one
@@ -96,7 +99,12 @@ class SessionKeys:
 
     async def codec(self) -> SessionCodec:
         if self._codec is None:
-            self._codec = SessionCodec(await shared_secret(self.backend, SECRET_NAME))
+            try:
+                secret = await shared_secret(self.backend, SECRET_NAME)
+            except (StorageError, OSError) as exc:  # a store that cannot be written (mounted read-only)
+                log.warning("web UI sessions signed with a key of this process only (set http.secret): %s", exc)
+                secret = secrets.token_bytes(32)
+            self._codec = SessionCodec(secret)
         return self._codec
 
     async def decode(self, value: str) -> Session | None:
