@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -20,10 +21,12 @@ from .viewer import Viewer
 #: repositories per catalog page, and tags per repository page
 CATALOG_PAGE = 50
 TAGS_PAGE = 100
-#: a search or a restricted view reads the catalog in batches of this many names, and at most
-#: SCAN_BUDGET names per request: it then offers to go on from there (never a full scan per request)
-SCAN_BATCH = 1000
-SCAN_BUDGET = 1000
+#: a search or a restricted view reads the catalog in batches of this many names, and stops after
+#: SCAN_BUDGET names or SCAN_SECONDS, whichever comes first: it then offers to go on from there
+#: (never a full scan per request)
+SCAN_BATCH = 250
+SCAN_BUDGET = 2500
+SCAN_SECONDS = 0.1
 MAX_QUERY = 200
 
 
@@ -40,6 +43,7 @@ async def visible_page(ui: UI, viewer: Viewer, query: str, last: str | None,
     needle = query.lower()
     found: list[str] = []
     cursor, scanned = last, 0
+    deadline = time.monotonic() + SCAN_SECONDS
     while True:
         want = min(n + 1 if scanned == 0 else SCAN_BATCH, SCAN_BUDGET - scanned)
         batch, following = await ui.registry.catalog.page(Page(want, cursor))
@@ -53,7 +57,7 @@ async def visible_page(ui: UI, viewer: Viewer, query: str, last: str | None,
                     return found, (name if more else None), False
         if following is None:
             return found, None, False
-        if scanned >= SCAN_BUDGET:
+        if scanned >= SCAN_BUDGET or time.monotonic() > deadline:
             return found, cursor, True
 
 
@@ -75,7 +79,7 @@ async def catalog(request: web.Request, ui: UI, viewer: Viewer) -> web.StreamRes
         rows.append({"name": name, "tags": len(tags), "size": usage.total if usage else None,
                      "last_pushed": shared.last_pushed if shared else None})
     return render(request, viewer, "catalog.html", rows=rows, query=query, last=last, next_last=next_last,
-                  budget_spent=budget_spent, scan_budget=SCAN_BUDGET, snapshot=snapshot,
+                  budget_spent=budget_spent, snapshot=snapshot,
                   deleted=request.query.get("deleted"))
 
 
