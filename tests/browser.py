@@ -25,8 +25,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
-#: Playwright's wait for an element or a navigation, in milliseconds
+#: Playwright's wait for an element or a navigation, and for an expect() to come true, in milliseconds
+#: (a deadline, not a speed limit: on a busy machine pages take longer)
 TIMEOUT_MS = 30_000
+EXPECT_MS = 15_000
 T = TypeVar("T")
 
 
@@ -39,8 +41,9 @@ class Browser:
         self._thread.start()
 
     def _serve(self) -> None:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
 
+        expect.set_options(timeout=EXPECT_MS)
         with sync_playwright() as playwright:
             browser = None
             while (call := self._calls.get()) is not None:
