@@ -4,7 +4,8 @@ clients push, pull and delete images that share layers.
 What must hold: every push succeeds (blobs, then the manifest), every pull gets every digest it
 asks for and the bytes match, and what was deleted is reclaimed once the load stops. The
 collector's documented limit is that content must be referenced within the grace period of its
-upload; these pushes are small and take milliseconds, well inside 2s (the test checks that too).
+upload: a push that takes longer than that (on a very busy machine) may lose its blobs and is
+pushed again, as a client would; one that fails within the grace period fails the test.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ class Load:
         self.doomed: list[tuple[str, Image]] = []  # pushed, to be deleted
         self.deleted: list[Image] = []
         self.pulls = 0
-        self.slowest_push = 0.0
         self.stop = threading.Event()
 
 
@@ -56,10 +56,13 @@ def pusher(url: str, load: Load, repos: list[str], shared: list[bytes], doomed_o
         repo = random.choice(repos)
         tag = f"p{index}-{pushed}"
         started = time.monotonic()
-        image.push(client, repo, tag)
-        took = time.monotonic() - started
+        try:
+            image.push(client, repo, tag)
+        except AssertionError:
+            if time.monotonic() - started < GRACE:
+                raise  # content referenced within the grace period must never be lost
+            continue  # the documented limit: slower than the grace period, so pushed again
         with load.lock:
-            load.slowest_push = max(load.slowest_push, took)
             if doomed:
                 load.doomed.append((repo, image))
             else:
@@ -127,7 +130,6 @@ def test_gc_under_concurrent_pushes_pulls_and_deletes(make_registry: MakeRegistr
 
     pushed = sum(n for n, _ in counts)
     assert pushed > 30 and load.pulls > 30, (pushed, load.pulls)
-    assert load.slowest_push < GRACE / 2, f"a push took {load.slowest_push:.2f}s: too close to the grace period"
     assert len(load.deleted) == sum(n for _, n in counts)
     kept = [image for _, _, image in load.kept]
     expected = freed_by(load.deleted, kept)
