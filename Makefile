@@ -5,22 +5,39 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests and benchmarks drive: a real client, the reference registry, a load generator,
-# a browser for the web UI's tests (Playwright drives /usr/bin/chromium; it never downloads one)
-SYSTEM_PACKAGES := skopeo docker-registry wrk chromium
-SYSTEM_COMMANDS := skopeo docker-registry wrk chromium
+# a browser for the web UI's tests (Playwright drives /usr/bin/chromium; it never downloads one),
+# the container engines with a base image builder (tests/engines.py), and the checkers of deploy/
+SYSTEM_PACKAGES := skopeo docker-registry wrk chromium docker.io podman debootstrap docker-compose systemd
+SYSTEM_COMMANDS := skopeo docker-registry wrk chromium dockerd podman debootstrap docker-compose systemd-analyze
+# Every dependency pinned with its hashes, generated from pyproject.toml by `make lock`:
+# the image installs requirements.lock, the development venv requirements-dev.lock (with the extras).
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+PIP_TOOLS := pip-tools==7.6.2
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= \
+	$(VENV)-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
+	--index-url https://pypi.org/simple --no-emit-index-url --no-emit-find-links
 
 # `make run ADDR=0.0.0.0:5000 ROOT=/srv/registry`, or REGISTRY_HTTP_ADDR / REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY;
 # `make run CONFIG=config.yml` serves from a config file instead
 ADDR ?= $(or $(REGISTRY_HTTP_ADDR),127.0.0.1:5000)
 ROOT ?= $(or $(REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY),./data)
 
-.PHONY: run test quick bench system-deps clean
+.PHONY: run test quick bench system-deps lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Refresh both locks to the newest releases pyproject.toml allows (the dev lock keeps the runtime pins)
+lock:
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --quiet $(PIP_TOOLS)
+	$(PIP_COMPILE) --upgrade -o $(LOCK) pyproject.toml
+	$(PIP_COMPILE) --upgrade --all-extras -c $(LOCK) -o $(DEV_LOCK) pyproject.toml
 
 system-deps:
 	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
@@ -47,4 +64,4 @@ bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VENV)-lock .pytest_cache

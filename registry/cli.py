@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
+from . import version
 from .assembly import build_registry
 from .auth.htpasswd import MAX_PASSWORD_BYTES, HtpasswdError, hash_password, read_entries, write_entries
 from .config import ConfigError, Settings, load_config
@@ -250,6 +251,7 @@ def _gen_cert_command(args: argparse.Namespace) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="registry", description="An OCI image registry server.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version.describe()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_parser = commands.add_parser("serve", help="serve the registry API")

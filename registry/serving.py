@@ -17,6 +17,7 @@ from ssl import SSLContext
 
 from aiohttp import web
 
+from . import systemd, version
 from .assembly import Assembly, assemble
 from .config import ConfigError, Settings
 from .tls import TlsSetupError, server_context
@@ -63,6 +64,7 @@ async def _run(assembly: Assembly, settings: Settings, ssl_context: SSLContext |
         await runner.cleanup()
         raise StartupError(_listen_error(settings.http.addr, exc)) from None
     log.info("%s", startup_line(assembly, settings, ssl_context))
+    systemd.notify("READY=1")
     if assembly.guard is None and not _loopback(host):
         log.warning("no authentication, and listening on %s: anyone who can reach it may push and delete; "
                     "configure auth (see the README)", settings.http.addr)
@@ -71,6 +73,7 @@ async def _run(assembly: Assembly, settings: Settings, ssl_context: SSLContext |
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    systemd.notify("STOPPING=1")
     log.info("stopping: requests in flight have up to %gs to finish (http.draintimeout)", settings.http.draintimeout)
     await runner.cleanup()
     log.info("stopped")
@@ -90,8 +93,8 @@ def startup_line(assembly: Assembly, settings: Settings, ssl_context: SSLContext
     ]
     if assembly.mirror is not None:
         parts.append("mirroring " + ", ".join(f"{u.prefix or '*'} from {u.url}" for u in assembly.mirror.upstreams))
-    return (f"registry listening on {scheme}://{settings.http.addr}, storing in {assembly.where} "
-            f"({settings.storage.driver}): {', '.join(parts)}")
+    return (f"registry {version.describe()} listening on {scheme}://{settings.http.addr}, "
+            f"storing in {assembly.where} ({settings.storage.driver}): {', '.join(parts)}")
 
 
 def _listen_error(addr: str, exc: OSError) -> str:
