@@ -14,6 +14,7 @@ import pytest
 
 from .browser import Browser
 from .client import RegistryClient
+from .engines import Dockerd, Podman, build_registry_image, import_base_image
 from .s3 import new_bucket, s3_config
 from .servers import MotoServer, ReferenceRegistry, RegistryServer
 
@@ -133,3 +134,24 @@ def browser() -> Iterator[Browser]:
     started = Browser()
     yield started
     started.close()
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    """A Docker daemon for the session (tests/engines.py); engine tests share an xdist group, so one runs."""
+    daemon = Dockerd(tmp_path_factory.mktemp("dockerd") / "dockerd.log").start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_image(dockerd: Dockerd) -> str:
+    """deploy/Dockerfile built on the locally made base image."""
+    return build_registry_image(dockerd, import_base_image(dockerd), "oci-registry:test")
+
+
+@pytest.fixture
+def podman(tmp_path: Path) -> Iterator[Podman]:
+    engine = Podman(tmp_path / "podman")
+    yield engine
+    engine.close()
