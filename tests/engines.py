@@ -86,12 +86,13 @@ def remove_tree(path: Path) -> None:
 class Dockerd:
     """A Docker daemon of its own: state, socket and client config in a fresh directory, stopped by its PID.
 
-    No bridge and no iptables: containers and builds use the host's network (`--network host`). `options` are further dockerd flags (`--registry-mirror URL`).
+    No bridge and no iptables: containers and builds use the host's network (`--network host`).
+    `daemon_config` is its daemon.json (`{"registry-mirrors": [...]}`), never the machine's /etc/docker/daemon.json.
     """
 
-    def __init__(self, log_path: Path, *options: str) -> None:
+    def __init__(self, log_path: Path, daemon_config: dict[str, Any] | None = None) -> None:
         self.log_path = log_path
-        self.options = options
+        self.daemon_config = daemon_config or {}
         self.state = short_temp_dir("dockerd-")
         self.socket = self.state / "docker.sock"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -105,12 +106,12 @@ class Dockerd:
     def start(self) -> "Dockerd":
         """With overlay2 where the kernel allows it (a container then costs no copy of its image), else vfs."""
         config = self.state / "daemon.json"
-        config.write_text("{}")  # never the machine's /etc/docker/daemon.json
+        config.write_text(json.dumps(self.daemon_config))
         for driver in STORAGE_DRIVERS:
             cmd = [DOCKERD, f"--config-file={config}", "--iptables=false", "--ip6tables=false", "--bridge=none",
                    f"--storage-driver={driver}", f"--data-root={self.state / 'data'}",
                    f"--exec-root={self.state / 'exec'}", f"--pidfile={self.state / 'dockerd.pid'}",
-                   "-H", f"unix://{self.socket}", "--log-level=warn", *self.options]
+                   "-H", f"unix://{self.socket}", "--log-level=warn"]
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
             if wait_until(self._answers, "dockerd answering on its socket") == "up":
@@ -149,21 +150,33 @@ class Dockerd:
 
 
 class Podman:
-    """podman with storage of its own (vfs), credentials in its own file, and registries.conf when given."""
+    """podman with storage (vfs), credentials and settings of its own, all named by environment variables.
+
+    `podman ARGS` run with `env` uses them too, so commands can be run as a user types them.
+    """
 
     def __init__(self, base: Path) -> None:
         self.base = base
         self.runroot = short_temp_dir("podman-")  # conmon's socket paths must stay short
-        self.auth_file = base / "auth.json"
-        self.registries_conf: Path | None = None
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "storage.conf").write_text(
+            f'[storage]\ndriver = "vfs"\ngraphroot = "{base / "storage"}"\nrunroot = "{self.runroot}"\n')
+        (base / "containers.conf").write_text('[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "none"\n')
+        (base / "auth.json").write_text('{"auths": {}}')
+        #: a registries.conf (mirrors), when a test writes one
+        self.registries_conf = base / "registries.conf"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(self.base / "storage.conf"),
+               "CONTAINERS_CONF": str(self.base / "containers.conf"),
+               "REGISTRY_AUTH_FILE": str(self.base / "auth.json")}
+        if self.registries_conf.exists():
+            env["CONTAINERS_REGISTRIES_CONF"] = str(self.registries_conf)
+        return env
 
     def __call__(self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "REGISTRY_AUTH_FILE": str(self.auth_file)}
-        if self.registries_conf is not None:
-            env["CONTAINERS_REGISTRIES_CONF"] = str(self.registries_conf)
-        cmd = [PODMAN, "--root", str(self.base / "storage"), "--runroot", str(self.runroot), "--storage-driver",
-               "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none", *args]
-        return run(cmd, env, check, timeout)
+        return run([PODMAN, *args], self.env, check, timeout)
 
     def close(self) -> None:
         remove_tree(self.runroot)
@@ -259,3 +272,17 @@ def write_docker_archive(path: Path, repo_tag: str, layer_count: int) -> list[st
                                             "Layers": layer_names}]).encode()
     path.write_bytes(layer_tar(members))
     return diff_ids
+
+
+def readme_block(containing: str) -> str:
+    """The README's first fenced code block containing `containing`: tests run what the README shows."""
+    blocks = (REPO_ROOT / "README.md").read_text().split("```")[1::2]
+    found = [block.split("\n", 1)[1] for block in blocks if containing in block]
+    assert found, f"README.md has no code block with {containing!r}"
+    return found[0]
+
+
+def run_shell(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Lines from the README, in bash, with Debian's docker first on PATH."""
+    env = {**env, "PATH": "/usr/bin:" + env.get("PATH", "")}
+    return run(["bash", "-euo", "pipefail", "-c", script], env)
