@@ -54,7 +54,7 @@ else
 endif
 
 test: $(STAMP) system-deps
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 # the suite without the slowest end-to-end tests (real engines, a browser, long stress runs): for a quick loop
 quick: $(STAMP) system-deps

@@ -75,7 +75,7 @@ class ServerProcess:
                 if requests.get(f"{self.url}{self.ready_path}", timeout=1, verify=self.tls_ca or True,
                                 cert=self.probe_cert).status_code in (200, 401):
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a loaded machine may answer slowly at first
                 time.sleep(0.05)
         raise RuntimeError(f"{self.command()} did not answer in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
 
