@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -83,12 +84,38 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class Dockerd:
+class Engine:
+    """What docker and podman share: a command line run with the engine's environment, the same image commands."""
+
+    binary = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT,
+                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`docker ARGS` or `podman ARGS`, as a user types it."""
+        return run([self.binary, *args], self.env, check, timeout, stdin)
+
+    def diff_ids(self, image: str) -> list[str]:
+        return json.loads(self("image", "inspect", "--format", "{{json .RootFS.Layers}}", image).stdout)
+
+    def load_new_image(self, directory: Path, name: str, layers: int) -> list[str]:
+        """`load` of a new image of `layers` layers, as `name`; its diff_ids."""
+        archive, diff_ids = new_image_archive(directory, name, layers)
+        self("load", "--input", str(archive))
+        return diff_ids
+
+
+class Dockerd(Engine):
     """A Docker daemon of its own: state, socket and client config in a fresh directory, stopped by its PID.
 
     No bridge and no iptables: containers and builds use the host's network (`--network host`).
     `daemon_config` is its daemon.json (`{"registry-mirrors": [...]}`), never the machine's /etc/docker/daemon.json.
     """
+
+    binary = DOCKER
 
     def __init__(self, log_path: Path, daemon_config: dict[str, Any] | None = None) -> None:
         self.log_path = log_path
@@ -126,11 +153,6 @@ class Dockerd:
             return "up"
         return None
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT,
-                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        """`docker ARGS` against this daemon."""
-        return run([DOCKER, *args], self.env, check, timeout, stdin)
-
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -142,18 +164,24 @@ class Dockerd:
         self.proc = None
         remove_tree(self.state)
 
-    def diff_ids(self, image: str) -> list[str]:
-        return json.loads(self("image", "inspect", "--format", "{{json .RootFS.Layers}}", image).stdout)
+    def publish_new_image(self, directory: Path, ref: str, layers: int) -> list[str]:
+        """A new image pushed to `ref` and no longer held here; its diff_ids."""
+        diff_ids = self.load_new_image(directory, ref, layers)
+        self("push", ref)
+        self("rmi", ref)
+        return diff_ids
 
     def has_image(self, image: str) -> bool:
         return self("image", "inspect", image, check=False).returncode == 0
 
 
-class Podman:
+class Podman(Engine):
     """podman with storage (vfs), credentials and settings of its own, all named by environment variables.
 
     `podman ARGS` run with `env` uses them too, so commands can be run as a user types them.
     """
+
+    binary = PODMAN
 
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -174,9 +202,6 @@ class Podman:
         if self.registries_conf.exists():
             env["CONTAINERS_REGISTRIES_CONF"] = str(self.registries_conf)
         return env
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        return run([PODMAN, *args], self.env, check, timeout)
 
     def close(self) -> None:
         remove_tree(self.runroot)
@@ -248,6 +273,12 @@ def layer_tar(files: dict[str, bytes]) -> bytes:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def new_image_archive(directory: Path, name: str, layers: int) -> tuple[Path, list[str]]:
+    """A `docker save` tarball in `directory` of a new image named `name`, and its diff_ids."""
+    archive = directory / f"{re.sub(r'[^A-Za-z0-9.-]', '_', name)}.tar"
+    return archive, write_docker_archive(archive, name, layers)
 
 
 def write_docker_archive(path: Path, repo_tag: str, layer_count: int) -> list[str]:

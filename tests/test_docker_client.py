@@ -13,7 +13,7 @@ import pytest
 
 from .auth_helpers import write_htpasswd
 from .client import RegistryClient
-from .engines import Dockerd, layer_tar, readme_block, run_shell, sha256_digest, write_docker_archive
+from .engines import Dockerd, layer_tar, readme_block, run_shell, sha256_digest
 from .servers import MakeRegistry, RegistryServer
 
 pytestmark = pytest.mark.xdist_group("engines")
@@ -39,14 +39,6 @@ def login(dockerd: Dockerd, registry: RegistryServer, password: str = PASSWORD, 
                    check=check, timeout=120)
 
 
-def load(dockerd: Dockerd, tmp_path: Path, name: str, layers: int) -> list[str]:
-    """`docker load` of an image with `layers` layers of its own, as `name`; its diff_ids."""
-    archive = tmp_path / f"{name.replace('/', '_').replace(':', '_')}.tar"
-    diff_ids = write_docker_archive(archive, name, layers)
-    dockerd("load", "--input", str(archive))
-    return diff_ids
-
-
 def push(dockerd: Dockerd, ref: str) -> tuple[str, str]:
     """(digest docker reports, its whole output)."""
     output = dockerd("push", ref).stdout
@@ -68,7 +60,7 @@ def test_login_push_pull_by_tag_and_digest_layers_reused_and_a_tag_moved(
         dockerd: Dockerd, secured: RegistryServer, tmp_path: Path) -> None:
     login(dockerd, secured)
     local = f"deploytest/three-{secured.port}:1"
-    diff_ids = load(dockerd, tmp_path, local, 3)
+    diff_ids = dockerd.load_new_image(tmp_path, local, 3)
     ref = f"{secured.host}/team/app:1"
     dockerd("tag", local, ref)
     digest, _ = push(dockerd, ref)
@@ -96,7 +88,7 @@ def test_login_push_pull_by_tag_and_digest_layers_reused_and_a_tag_moved(
 
     # a second image pushed under the same tag moves it
     newer_local = f"deploytest/newer-{secured.port}:1"
-    newer_ids = load(dockerd, tmp_path, newer_local, 1)
+    newer_ids = dockerd.load_new_image(tmp_path, newer_local, 1)
     dockerd("tag", newer_local, ref)
     newer_digest, _ = push(dockerd, ref)
     assert newer_digest != digest
@@ -135,7 +127,7 @@ def test_the_readme_docker_commands(dockerd: Dockerd, make_registry: MakeRegistr
     htpasswd = tmp_path / "htpasswd"
     write_htpasswd(htpasswd, {USER: PASSWORD})
     registry = make_registry(config={"auth": {"htpasswd": {"path": str(htpasswd)}}})
-    diff_ids = load(dockerd, tmp_path, "alpine:3.20", 2)
+    diff_ids = dockerd.load_new_image(tmp_path, "alpine:3.20", 2)
     digest = ""
     for line in readme_block("docker push 127.0.0.1:5000").strip().splitlines():
         line = line.replace("127.0.0.1:5000", registry.host).replace("sha256:...", digest)

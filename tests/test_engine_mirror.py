@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .client import RegistryClient
-from .engines import Dockerd, Podman, readme_block, write_docker_archive
+from .engines import Dockerd, Podman, readme_block
 from .servers import MakeRegistry, RegistryServer
 
 pytestmark = pytest.mark.xdist_group("engines")
@@ -23,13 +23,7 @@ README_MIRROR = "mirror.example.com:5000"
 def upstream_with_alpine(dockerd: Dockerd, make_registry: MakeRegistry, tmp_path: Path) -> tuple[RegistryServer, list[str]]:
     """A registry holding library/alpine:3.20 (an image made here), and the image's diff_ids."""
     upstream = make_registry()
-    ref = f"{upstream.host}/library/alpine:3.20"
-    archive = tmp_path / "alpine.tar"
-    diff_ids = write_docker_archive(archive, ref, 2)
-    dockerd("load", "--input", str(archive))
-    dockerd("push", ref)
-    dockerd("rmi", ref)
-    return upstream, diff_ids
+    return upstream, dockerd.publish_new_image(tmp_path, f"{upstream.host}/library/alpine:3.20", 2)
 
 
 def cached_tags(mirror: RegistryServer, repo: str) -> list[str]:
@@ -58,6 +52,5 @@ def test_podman_pulls_a_docker_hub_name_through_a_registries_conf_mirror(
     mirror = make_registry(config={"proxy": {"upstreams": [{"prefix": "docker.io", "remoteurl": upstream.url}]}})
     podman.registries_conf.write_text(readme_block("[[registry.mirror]]").replace(README_MIRROR, mirror.host))
     podman("pull", "docker.io/library/alpine:3.20")
-    assert json.loads(podman("image", "inspect", "--format", "{{json .RootFS.Layers}}",
-                             "docker.io/library/alpine:3.20").stdout) == diff_ids
+    assert podman.diff_ids("docker.io/library/alpine:3.20") == diff_ids
     assert cached_tags(mirror, "docker.io/library/alpine") == ["3.20"]

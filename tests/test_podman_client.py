@@ -6,31 +6,19 @@ the registry on the host, as the README shows.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from .client import DOCKER_MANIFEST, OCI_MANIFEST, RegistryClient
 from .auth_helpers import write_htpasswd
-from .engines import Dockerd, Podman, readme_block, run_shell, write_docker_archive
+from .engines import Dockerd, Podman, readme_block, run_shell
 from .oci_layout import ACCEPT_ALL
 from .servers import MakeRegistry
 
 pytestmark = pytest.mark.xdist_group("engines")
 
 OCI_ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
-
-
-def podman_diff_ids(podman: Podman, ref: str) -> list[str]:
-    return json.loads(podman("image", "inspect", "--format", "{{json .RootFS.Layers}}", ref).stdout)
-
-
-def podman_load(podman: Podman, tmp_path: Path, ref: str, layers: int) -> list[str]:
-    archive = tmp_path / f"{ref.replace('/', '_').replace(':', '_')}.tar"
-    diff_ids = write_docker_archive(archive, ref, layers)
-    podman("load", "--input", str(archive))
-    return diff_ids
 
 
 def stored_manifest(client: RegistryClient, repo: str, tag: str) -> dict:
@@ -43,14 +31,10 @@ def test_podman_pulls_what_docker_pushed(dockerd: Dockerd, podman: Podman, make_
                                          tmp_path: Path) -> None:
     registry = make_registry()
     ref = f"{registry.host}/team/from-docker:1"
-    archive = tmp_path / "image.tar"
-    diff_ids = write_docker_archive(archive, ref, 3)
-    dockerd("load", "--input", str(archive))
-    dockerd("push", ref)
-    dockerd("rmi", ref)
+    diff_ids = dockerd.publish_new_image(tmp_path, ref, 3)
 
     podman("pull", "--tls-verify=false", ref)
-    assert podman_diff_ids(podman, ref) == diff_ids
+    assert podman.diff_ids(ref) == diff_ids
 
 
 @pytest.mark.parametrize("format_, media_type", [("oci", OCI_MANIFEST), ("v2s2", DOCKER_MANIFEST)])
@@ -58,7 +42,7 @@ def test_docker_pulls_what_podman_pushed(dockerd: Dockerd, podman: Podman, make_
                                          tmp_path: Path, format_: str, media_type: str) -> None:
     registry = make_registry()
     ref = f"{registry.host}/team/from-podman:{format_}"
-    diff_ids = podman_load(podman, tmp_path, ref, 2)
+    diff_ids = podman.load_new_image(tmp_path, ref, 2)
     podman("push", "--tls-verify=false", "--format", format_, ref)
     assert stored_manifest(RegistryClient(registry.url), "team/from-podman", format_)["mediaType"] == media_type
 
@@ -75,12 +59,12 @@ def test_the_readme_podman_commands(podman: Podman, make_registry: MakeRegistry,
     client = RegistryClient(registry.url)
     client.session.auth = ("alice", "readme-password")
     env = {**podman.env, "PASSWORD": "readme-password"}
-    diff_ids = podman_load(podman, tmp_path, "team/alpine:3.20", 2)
+    diff_ids = podman.load_new_image(tmp_path, "team/alpine:3.20", 2)
     run_shell(readme_block("podman push --tls-verify=false team/alpine").replace("127.0.0.1:5000", registry.host), env)
     assert stored_manifest(client, "team/alpine", "3.20-docker")["mediaType"] == DOCKER_MANIFEST
-    assert podman_diff_ids(podman, f"{registry.host}/team/alpine:3.20") == diff_ids
+    assert podman.diff_ids(f"{registry.host}/team/alpine:3.20") == diff_ids
 
-    zstd_ids = podman_load(podman, tmp_path, "team/app:2.0", 2)
+    zstd_ids = podman.load_new_image(tmp_path, "team/app:2.0", 2)
     run_shell(readme_block("--compression-format zstd").replace("127.0.0.1:5000", registry.host), env)
     layers = stored_manifest(client, "team/app", "2.0")["layers"]
     assert [layer["mediaType"] for layer in layers] == [OCI_ZSTD_LAYER] * 2
@@ -88,4 +72,4 @@ def test_the_readme_podman_commands(podman: Podman, make_registry: MakeRegistry,
     podman("rmi", "team/app:2.0")
     assert podman("image", "exists", ref, check=False).returncode == 1
     podman("pull", "--tls-verify=false", ref)
-    assert podman_diff_ids(podman, ref) == zstd_ids
+    assert podman.diff_ids(ref) == zstd_ids
