@@ -141,7 +141,7 @@ class Dockerd(Engine):
                    "-H", f"unix://{self.socket}", "--log-level=warn"]
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-            if wait_until(self._answers, "dockerd answering on its socket") == "up":
+            if wait_until(self._answers, "dockerd answering on its socket", timeout=120) == "up":
                 return self
         raise RuntimeError(f"dockerd did not start with any of {STORAGE_DRIVERS}:\n{self.log_path.read_text()[-3000:]}")
 

@@ -171,3 +171,20 @@ def test_the_shipped_mirror_config_pulls_through(make_registry: MakeRegistry, tm
     pulled = tmp_path / "through-mirror"
     copy(f"docker://{mirror.host}/deploy/check:v1", f"oci:{pulled}:v1")
     assert Layout(pulled).manifest("v1") == Layout(tmp_path / "upstream" / "pulled").manifest("v1")
+
+
+def test_the_health_check_counts_a_401_as_healthy_and_no_answer_as_unhealthy(make_registry: MakeRegistry,
+                                                                             tmp_path: Path) -> None:
+    """What the image's HEALTHCHECK and the Kubernetes probes run, against a registry with auth."""
+    write_htpasswd(tmp_path / "htpasswd", {"deployer": "deploy-password"})
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump({"auth": {"htpasswd": {"path": str(tmp_path / "htpasswd")}}}))
+    server = make_registry(config=yaml.safe_load(config.read_text()))
+    env = {**os.environ, "REGISTRY_HTTP_ADDR": server.host}
+    check = [sys.executable, "-m", "registry.healthcheck", str(config)]
+    healthy = run(check, env)
+    assert healthy.stdout.strip() == f"http://{server.host}{HEALTH_PATH}: 401"
+    server.stop()
+    unhealthy = run(check, env, check=False)
+    assert unhealthy.returncode == 1
+    assert f"http://{server.host}{HEALTH_PATH}:" in unhealthy.stderr
