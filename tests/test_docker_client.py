@@ -16,7 +16,8 @@ from .client import RegistryClient
 from .engines import Dockerd, layer_tar, readme_block, run_shell, sha256_digest
 from .servers import MakeRegistry, RegistryServer
 
-pytestmark = pytest.mark.xdist_group("engines")
+#: real engines: one xdist group, so one dockerd and one image build per run (make test uses --dist loadgroup)
+pytestmark = [pytest.mark.xdist_group("engines"), pytest.mark.slow]
 
 USER, PASSWORD = "alice", "docker-client-password"
 DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")

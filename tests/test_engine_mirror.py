@@ -15,7 +15,8 @@ from .client import RegistryClient
 from .engines import Dockerd, Podman, readme_block
 from .servers import MakeRegistry, RegistryServer
 
-pytestmark = pytest.mark.xdist_group("engines")
+#: real engines: one xdist group, so one dockerd and one image build per run (make test uses --dist loadgroup)
+pytestmark = [pytest.mark.xdist_group("engines"), pytest.mark.slow]
 
 README_MIRROR = "mirror.example.com:5000"
 

@@ -19,7 +19,8 @@ from .engines import Dockerd, expected_version_line, wait_until
 from .oci_layout import Layout, assert_same_image, copy, small_image
 from .servers import free_port
 
-pytestmark = pytest.mark.xdist_group("engines")
+#: real engines: one xdist group, so one dockerd and one image build per run (make test uses --dist loadgroup)
+pytestmark = [pytest.mark.xdist_group("engines"), pytest.mark.slow]
 
 #: the image's paths, registry:2's
 CONFIG_PATH = "/etc/docker/registry/config.yml"

@@ -16,7 +16,8 @@ from .engines import Dockerd, Podman, readme_block, run_shell
 from .oci_layout import ACCEPT_ALL
 from .servers import MakeRegistry
 
-pytestmark = pytest.mark.xdist_group("engines")
+#: real engines: one xdist group, so one dockerd and one image build per run (make test uses --dist loadgroup)
+pytestmark = [pytest.mark.xdist_group("engines"), pytest.mark.slow]
 
 OCI_ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
 
