@@ -25,13 +25,14 @@ from typing import Any
 
 from registry.version import describe, revision, version
 
+from .cli import REPO_ROOT
+
 #: Debian's client, of the daemon's version: /usr/local/bin/docker, if there, is another client
 DOCKER = "/usr/bin/docker"
 DOCKERD = "/usr/sbin/dockerd"
 #: tried in order: overlay2 needs a kernel and file system that allow it, vfs works anywhere (and copies a lot)
 STORAGE_DRIVERS = ("overlay2", "vfs")
 PODMAN = "/usr/bin/podman"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "oci-registry-tests"
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")

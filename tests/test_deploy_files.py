@@ -22,7 +22,8 @@ import yaml
 
 from registry.healthcheck import HEALTH_PATH
 
-from .auth_helpers import registry_cli, write_htpasswd
+from .auth_helpers import write_htpasswd
+from .cli import run_registry
 from .engines import REPO_ROOT, expected_version_line, run
 from .oci_layout import Layout, assert_same_image, copy, small_image
 from .s3 import s3_client, s3_config, new_bucket
@@ -122,7 +123,7 @@ def test_the_registry_notifies_systemd_when_it_listens_and_when_it_stops(tmp_pat
 
 
 def test_registry_version_names_the_package_version_and_the_git_revision() -> None:
-    printed = registry_cli("--version")
+    printed = run_registry("--version")
     assert printed.returncode == 0, printed.stderr
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
     assert printed.stdout.strip() == expected_version_line()
