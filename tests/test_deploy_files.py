@@ -13,12 +13,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from registry.healthcheck import HEALTH_PATH
 
@@ -189,3 +192,18 @@ def test_the_health_check_counts_a_401_as_healthy_and_no_answer_as_unhealthy(mak
     unhealthy = run(check, env, check=False)
     assert unhealthy.returncode == 1
     assert f"http://{server.host}{HEALTH_PATH}:" in unhealthy.stderr
+
+
+def locked_names(lock: Path) -> set[str]:
+    return {canonicalize_name(line.split("==")[0]) for line in lock.read_text().splitlines() if "==" in line
+            and not line.startswith((" ", "#"))}
+
+
+def test_the_locks_pin_every_dependency_pyproject_names() -> None:
+    """A dependency added to pyproject.toml without `make lock` would be missing from the image and the venv."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    runtime = {canonicalize_name(Requirement(spec).name) for spec in project["dependencies"]}
+    extras = {canonicalize_name(Requirement(spec).name) for specs in project["optional-dependencies"].values()
+              for spec in specs}
+    assert runtime - locked_names(REPO_ROOT / "requirements.lock") == set(), "run `make lock`"
+    assert (runtime | extras) - locked_names(REPO_ROOT / "requirements-dev.lock") == set(), "run `make lock`"
