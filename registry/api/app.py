@@ -14,7 +14,7 @@ from .. import ui
 from ..domain import Registry
 from ..errors import RegistryError
 from ..references import check_name
-from . import admin, base, blobs, catalog, manifests, referrers, tags, uploads
+from . import admin, base, blobs, catalog, manifests, openapi, referrers, tags, uploads
 from ..auth.guard import BUILTIN_PATH, Guard
 from ..auth.token_service import TokenService
 from ..metrics import exposition
@@ -176,6 +176,7 @@ def create_app(
     if guard is not None:
         app[GUARD_KEY] = guard
     app.router.add_route("GET", "/metrics", metrics)
+    app.router.add_route("GET", "/openapi.yaml", openapi.get_openapi)
     app.router.add_route("GET", "/admin/readonly", admin.get_readonly)
     app.router.add_route("PUT", "/admin/readonly", admin.put_readonly)
     app.router.add_route("*", "/v2", dispatch)
