@@ -329,3 +329,14 @@ def test_read_only_by_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert_error(reader.request("POST", f"/v2/{repo}/blobs/uploads/"), 405, "UNSUPPORTED")
     assert_error(reader.request("DELETE", f"/v2/{repo}/manifests/{digest}"), 405, "UNSUPPORTED")
     assert reader.request("GET", f"/v2/{repo}/tags/list").json()["tags"] == ["v1"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("TRACE", "/metrics"), ("POST", "/metrics"), ("DELETE", "/admin/readonly"),
+                                              ("PUT", "/openapi.yaml")])
+def test_wrong_method_outside_v2_lists_allow(client: RegistryClient, method: str, path: str) -> None:
+    """Found by schemathesis: the routes outside /v2/ answered 405 without the Allow header RFC 9110 requires."""
+    status, headers, body = raw(client.url, method, path)
+    assert status == 405, (method, path, status, body)
+    assert check_envelope(status, headers, body, method) == ["UNSUPPORTED"]
+    allowed = {m.strip() for m in headers["allow"].split(",")}
+    assert "GET" in allowed and method not in allowed

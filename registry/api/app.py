@@ -115,8 +115,10 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status == 404:
             return error_response(RegistryError("NOT_FOUND", f"no such endpoint: {request.path}"), request)
-        if exc.status == 405:
-            return error_response(RegistryError("UNSUPPORTED", f"method {request.method} not allowed"), request)
+        if exc.status == 405:  # RFC 9110: a 405 lists the methods the route has
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return error_response(RegistryError("UNSUPPORTED", f"method {request.method} not allowed",
+                                                headers=allow), request)
         if exc.status == 413:
             return error_response(RegistryError("SIZE_INVALID", exc.text or "request body too large"), request)
         raise
