@@ -63,7 +63,7 @@ def parse_manifest(body: bytes, content_type: str | None, digest: Digest) -> Man
         raise RegistryError("MANIFEST_INVALID", "manifest must be a JSON object")
     declared = document.get("mediaType")
     content_type = (content_type or "").split(";")[0].strip() or None
-    if declared is not None and not isinstance(declared, str):
+    if "mediaType" in document and not isinstance(declared, str):  # null too
         raise RegistryError("MANIFEST_INVALID", "mediaType must be a string")
     if declared and content_type and declared != content_type:
         raise RegistryError(

@@ -517,3 +517,12 @@ def test_if_none_match_star_or_a_list_gets_304(client: RegistryClient) -> None:
         assert r.content == b""
     r = client.request("GET", f"/v2/{repo}/manifests/v1", headers={"If-None-Match": f'"sha256:{"0" * 64}"'})
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("media_type", [OCI_INDEX, DOCKER_LIST])
+def test_null_media_type_rejected(client: RegistryClient, media_type: str) -> None:
+    """Found by schemathesis: `"mediaType": null` passed as if the field were absent, and the manifest was stored."""
+    repo = unique_repo()
+    body = json.dumps({"schemaVersion": 2, "mediaType": None, "manifests": []}).encode()
+    assert_error(client.push_manifest(repo, "null", body, media_type), 400, "MANIFEST_INVALID")
+    assert_error(client.request("GET", f"/v2/{repo}/manifests/null"), 404, "NAME_UNKNOWN")
