@@ -533,3 +533,12 @@ def test_concurrent_pushes_of_one_blob(registry: RegistryServer) -> None:
         assert registry.store.read(layer_link_path(repo, digest)) == digest.encode()
         assert leftover_uploads(registry.store, repo) == []
         assert_served(client, repo, data)
+
+
+@pytest.mark.parametrize("source", ["", "Bad..Name"])
+def test_invalid_from_without_mount_is_400(client: RegistryClient, registry: RegistryServer, source: str) -> None:
+    """Found by schemathesis: a malformed `from` was ignored when `mount` was absent, and a session started."""
+    target = unique_repo("mount")
+    r = client.request("POST", f"/v2/{target}/blobs/uploads/", params={"from": source})
+    assert_error(r, 400, "NAME_INVALID")
+    assert leftover_uploads(registry.store, target) == []

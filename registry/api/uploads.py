@@ -30,19 +30,19 @@ async def _may_mount(request: web.Request, source: str | None) -> bool:
     (from anywhere) would let anyone link any stored blob by digest, so it becomes an upload."""
     if source is None:
         return GUARD_KEY not in request.app
-    return await may_pull(request, check_name(source), granted=True)
+    return await may_pull(request, source, granted=True)
 
 
 async def start_upload(request: web.Request, name: str) -> web.Response:
     registry = registry_of(request)
     registry.check_writable()
     mount = request.query.get("mount")
+    source = request.query.get("from")
+    if source is not None:  # checked even without mount: a malformed parameter is an error, not ignored
+        check_name(source)
     if mount:
         digest = Digest.parse(mount)
-        source = request.query.get("from")
-        if await _may_mount(request, source) and await registry.blobs.mount(
-            name, digest, check_name(source) if source else None
-        ):
+        if await _may_mount(request, source) and await registry.blobs.mount(name, digest, source):
             return _created(name, digest)
     algorithm = request.query.get("digest-algorithm", "sha256")
     if algorithm not in ALGORITHMS:
