@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -24,6 +25,11 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 IMAGE_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
+#: a media type as the OCI image spec's descriptor schema writes RFC 6838
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+#: an absolute URI (RFC 3986: a scheme, then no whitespace)
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
+MAX_BLOB_SIZE = 2**63 - 1
 INDEX_TYPES = {OCI_INDEX, DOCKER_MANIFEST_LIST}
 
 
@@ -88,8 +94,11 @@ def parse_manifest(body: bytes, content_type: str | None, digest: Digest) -> Man
             raise RegistryError("MANIFEST_INVALID", "manifests must be a list")
         for i, child in enumerate(children):
             _check_descriptor(child, f"manifests[{i}]")
+            if "platform" in child:
+                _check_platform(child["platform"], f"manifests[{i}].platform")
     if "subject" in document:
         _check_descriptor(document["subject"], "subject")
+    _check_optional_fields(document, "manifest")
     return Manifest(digest, media_type, body, document)
 
 
@@ -102,17 +111,49 @@ def _guess_media_type(document: dict[str, Any]) -> str:
 
 
 def _check_descriptor(descriptor: Any, where: str) -> None:
+    """The OCI image spec's content descriptor; `urls` matter most, since layers with them need no blob here."""
     if not isinstance(descriptor, dict):
         raise RegistryError("MANIFEST_INVALID", f"{where} must be a descriptor object")
-    if not isinstance(descriptor.get("mediaType"), str):
-        raise RegistryError("MANIFEST_INVALID", f"{where}.mediaType must be a string")
+    _check_media_type(descriptor.get("mediaType"), f"{where}.mediaType")
     size = descriptor.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise RegistryError("MANIFEST_INVALID", f"{where}.size must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB_SIZE:
+        raise RegistryError("MANIFEST_INVALID", f"{where}.size must be an integer from 0 to {MAX_BLOB_SIZE}")
     try:
         Digest.parse(str(descriptor.get("digest")))
     except RegistryError as exc:
         raise RegistryError("MANIFEST_INVALID", f"{where}.digest: {exc.message}") from None
+    if "urls" in descriptor:
+        urls = descriptor["urls"]
+        if not isinstance(urls, list) or not all(isinstance(u, str) and _URI.fullmatch(u) for u in urls):
+            raise RegistryError("MANIFEST_INVALID", f"{where}.urls must be a list of absolute URLs")
+    if "data" in descriptor and not isinstance(descriptor["data"], str):
+        raise RegistryError("MANIFEST_INVALID", f"{where}.data must be a base64 string")
+    _check_optional_fields(descriptor, where)
+
+
+def _check_optional_fields(document: dict[str, Any], where: str) -> None:
+    """artifactType and annotations, which manifests, indexes and descriptors all may have."""
+    if "artifactType" in document:
+        _check_media_type(document["artifactType"], f"{where}.artifactType")
+    annotations = document.get("annotations", {})
+    if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+        raise RegistryError("MANIFEST_INVALID", f"{where}.annotations must map strings to strings")
+
+
+def _check_media_type(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not _MEDIA_TYPE.fullmatch(value):
+        raise RegistryError("MANIFEST_INVALID", f"{where} must be a media type (type/subtype)")
+
+
+def _check_platform(platform: Any, where: str) -> None:
+    if not isinstance(platform, dict) or not all(isinstance(platform.get(k), str) for k in ("architecture", "os")):
+        raise RegistryError("MANIFEST_INVALID", f"{where} must be an object with architecture and os")
+    for key in ("os.version", "variant"):
+        if key in platform and not isinstance(platform[key], str):
+            raise RegistryError("MANIFEST_INVALID", f"{where}.{key} must be a string")
+    for key in ("os.features", "features"):
+        if key in platform and not (isinstance(platform[key], list) and all(isinstance(f, str) for f in platform[key])):
+            raise RegistryError("MANIFEST_INVALID", f"{where}.{key} must be a list of strings")
 
 
 class ManifestStore:

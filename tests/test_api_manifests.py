@@ -119,7 +119,7 @@ def test_bytes_stored_exactly_as_sent(client: RegistryClient) -> None:
     body = (
         '\n\t{  "layers" :[ {"size":%d ,"digest":"%s","mediaType":"%s"} ] ,\r\n'
         '"config":{"digest":"%s","mediaType":"%s","size":%d},\n'
-        '  "annotations": {"z": "\\u00e9t\\u00e9", "a": "été", "k": 1.50e0 },'
+        '  "annotations": {"z": "\\u00e9t\\u00e9", "a": "été", "k" :"1.50e0" },'
         '"schemaVersion":2, "mediaType"  :  "%s"   }\n\n'
     ) % (layer["size"], layer["digest"], layer["mediaType"], config["digest"], config["mediaType"],
          config["size"], OCI_MANIFEST)
@@ -185,6 +185,19 @@ INVALID_BODIES: dict[str, tuple[bytes, str]] = {
     "config-missing": (json.dumps({k: v for k, v in _valid_doc().items() if k != "config"}).encode(), OCI_MANIFEST),
     "bad-layer-digest": (json.dumps({**_valid_doc(), "layers": [{"mediaType": OCI_LAYER, "size": 1,
                                                                    "digest": "sha256:abc"}]}).encode(), OCI_MANIFEST),
+    "size-over-int64": (json.dumps({**_valid_doc(), "layers": [{**descriptor(OCI_LAYER, b"x"), "size": 2**63}]}).encode(),
+                        OCI_MANIFEST),
+    "descriptor-media-type": (json.dumps({**_valid_doc(), "layers": [descriptor("tar", b"x")]}).encode(), OCI_MANIFEST),
+    "annotation-not-string": (json.dumps({**_valid_doc(), "annotations": {"k": 1}}).encode(), OCI_MANIFEST),
+    "annotations-not-object": (json.dumps({**_valid_doc(), "annotations": ["k"]}).encode(), OCI_MANIFEST),
+    "artifact-type": (json.dumps({**_valid_doc(), "artifactType": "sbom"}).encode(), OCI_MANIFEST),
+    "descriptor-data": (json.dumps({**_valid_doc(), "config": {**_valid_doc()["config"], "data": 1}}).encode(),
+                        OCI_MANIFEST),
+    "platform-without-os": (json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {**descriptor(OCI_MANIFEST, b"x"), "platform": {"architecture": "amd64"}}]}).encode(), OCI_INDEX),
+    "platform-features": (json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {**descriptor(OCI_MANIFEST, b"x"), "platform": {"architecture": "amd64", "os": "linux",
+                                                         "features": "sse4"}}]}).encode(), OCI_INDEX),
     "negative-size": (json.dumps({**_valid_doc(), "layers": [{**descriptor(OCI_LAYER, b"x"), "size": -1}]}).encode(),
                       OCI_MANIFEST),
 }
@@ -311,6 +324,16 @@ def test_nondistributable_layer_needs_no_blob(client: RegistryClient) -> None:
     r = client.push_manifest(repo, "v1", doc)
     assert r.status_code == 201, r.text
     assert client.request("HEAD", f"/v2/{repo}/blobs/{foreign['digest']}").status_code == 404
+
+
+@pytest.mark.parametrize("urls", [[""], ["layer.tar.gz"], "https://example.com/layer.tar.gz", [None]])
+def test_layer_urls_must_be_urls(client: RegistryClient, urls: Any) -> None:
+    """Found by schemathesis: any truthy `urls` (`[""]`, a string) let a manifest name a blob the registry lacks."""
+    repo = unique_repo()
+    doc = image_manifest(client, repo)
+    doc["layers"].append(descriptor(NONDISTRIBUTABLE_LAYER, b"missing" + uuid.uuid4().bytes, urls=urls))
+    assert_error(client.push_manifest(repo, "v1", doc), 400, "MANIFEST_INVALID")
+    assert client.request("GET", f"/v2/{repo}/manifests/v1").status_code == 404
 
 
 def test_subject_gets_oci_subject_header(client: RegistryClient) -> None:
