@@ -186,6 +186,18 @@ def test_password_grant(builtin: RegistryServer) -> None:
     assert_error(r, 401, "UNAUTHORIZED")
 
 
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("multipart/form-data", b"grant_type=password"),
+    ("multipart/form-data; boundary=x", b"no boundary here"),
+    ("application/x-www-form-urlencoded; charset=no-such-charset", b"grant_type=password"),
+    ("application/x-www-form-urlencoded", b"grant_type=password&username=\xff&password=x"),
+])
+def test_unreadable_form_is_400(builtin: RegistryServer, content_type: str, body: bytes) -> None:
+    """Found by schemathesis: a multipart body without its boundary (and other unreadable forms) was a 500."""
+    r = requests.post(realm(builtin), data=body, headers={"Content-Type": content_type}, timeout=30)
+    assert_error(r, 400, "INVALID_REQUEST")
+
+
 def test_scope_beyond_the_rules_is_granted_only_in_part(builtin: RegistryServer) -> None:
     shared, private = unique_repo("shared"), unique_repo("private")
     _, manifest = client_for(builtin.url, token=token_for(builtin, "alice", f"repository:{shared}:push,pull")
