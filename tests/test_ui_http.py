@@ -107,3 +107,14 @@ def test_delete_refused_when_deletes_are_disabled(make_registry: MakeRegistry) -
     r = session.post(f"{server.url}/ui/r/team/app/-/delete", data={"reference": "1.0"}, timeout=30)
     assert r.status_code == 405 and "storage.delete.enabled" in r.text
     assert client.request("GET", "/v2/team/app/manifests/1.0").status_code == 200
+
+
+def test_unreadable_form_is_a_400_page(make_registry: MakeRegistry, tmp_path: Path) -> None:
+    """What schemathesis found in the token service held for the UI's forms: a multipart form without its
+    boundary (and other unreadable bodies) was a 500."""
+    server = make_registry(config=htpasswd_config(tmp_path))
+    session, _ = ui_session(server.url)
+    for content_type in ("multipart/form-data", "application/x-www-form-urlencoded; charset=no-such-charset"):
+        r = session.post(f"{server.url}/ui/login", data=b"username=alice", headers={"Content-Type": content_type},
+                         allow_redirects=False, timeout=30)
+        assert r.status_code == 400 and r.headers["Content-Type"].startswith("text/html"), (content_type, r.text)

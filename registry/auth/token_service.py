@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import RegistryError
+from ..forms import read_form
 from .access import ANONYMOUS, AccessRules, Identity, Scope
 from .guard import Guard, _basic
 from .htpasswd import Htpasswd
@@ -35,7 +36,7 @@ class TokenService:
         params: dict[str, Any] = {k: v for k, v in request.query.items() if k in QUERY_PARAMETERS}
         scopes = request.query.getall("scope", [])
         if request.method == "POST":
-            form = await _form(request)
+            form = await read_form(request)
             params.update({k: v for k, v in form.items() if isinstance(v, str)})
             scopes += [s for v in form.getall("scope", []) if isinstance(v, str) for s in v.split(" ") if s]
         service = params.get("service")
@@ -95,11 +96,3 @@ class TokenService:
             granted.append({"type": "repository", "name": scope.name, "actions": sorted(actions)})
         return granted
 
-
-async def _form(request: web.Request) -> Any:
-    """The POST body's fields; a body that is no readable form (a multipart body without its
-    boundary, an unknown charset, bytes that are not UTF-8) is 400 INVALID_REQUEST."""
-    try:
-        return await request.post()
-    except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
-        raise RegistryError("INVALID_REQUEST", f"the body is not a readable form: {str(exc)[:200]}") from None

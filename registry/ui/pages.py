@@ -17,6 +17,7 @@ from storage_backends import StorageError
 from ..auth.guard import Guard
 from ..domain import Registry
 from ..errors import RegistryError
+from ..forms import read_form
 from ..mirror.service import Mirror
 from .session import COOKIE, SESSION_SECONDS, Session, SessionKeys
 from .snapshots import Snapshots
@@ -143,7 +144,7 @@ async def check_form(request: web.Request, viewer: Viewer) -> dict[str, str]:
         raise RegistryError("DENIED", "cross-origin form submission refused")
     if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
         raise RegistryError("DENIED", "cross-site form submission refused")
-    form = await request.post()
+    form = await read_form(request)
     token = form.get("csrf")
     if viewer.issue or not isinstance(token, str) or not hmac.compare_digest(token, viewer.csrf):
         raise RegistryError("DENIED", "the form's session has ended or is not yours: reload the page and try again")
