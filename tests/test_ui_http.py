@@ -109,6 +109,15 @@ def test_delete_refused_when_deletes_are_disabled(make_registry: MakeRegistry) -
     assert client.request("GET", "/v2/team/app/manifests/1.0").status_code == 200
 
 
+def test_odd_page_numbers_show_the_first_page(make_registry: MakeRegistry) -> None:
+    """Found writing openapi.yaml: `?page=²` (which isdigit() accepts) and numbers of 5,000 digits were a 500."""
+    server = make_registry()
+    Image([uuid.uuid4().bytes]).push(RegistryClient(server.url), "team/app", "1.0")
+    for page in ("²", "9" * 5000, "0", "-1", "x"):
+        r = requests.get(f"{server.url}/ui/r/team/app", params={"page": page}, timeout=30)
+        assert r.status_code == 200 and "1.0" in r.text, (page[:10], r.status_code)
+
+
 def test_unreadable_form_is_a_400_page(make_registry: MakeRegistry, tmp_path: Path) -> None:
     """What schemathesis found in the token service held for the UI's forms: a multipart form without its
     boundary (and other unreadable bodies) was a 500."""

@@ -11,6 +11,7 @@ from aiohttp import web
 from ..errors import RegistryError
 from ..images import Platform, blob_descriptors, child_descriptors, kind_of
 from ..manifests import Manifest
+from ..numbers import parse_natural
 from ..pagination import Page
 from ..references import Digest
 from .commands import pull_commands, registry_address
@@ -96,8 +97,10 @@ async def repository(request: web.Request, ui: UI, viewer: Viewer, name: str) ->
         times = {tag: await registry.manifests.tag_written_at(name, tag) for tag in tags}
         tags.sort(key=lambda tag: (-(times[tag] or 0), tag))
     pages = max(1, -(-len(tags) // TAGS_PAGE))
-    number = request.query.get("page", "1")
-    current = min(int(number), pages) if number.isdigit() and int(number) > 0 else 1
+    try:
+        current = min(max(parse_natural(request.query.get("page", "1")), 1), pages)
+    except ValueError:  # not a number (nor "²", nor 5,000 digits): the first page
+        current = 1
     rows = []
     for tag in tags[(current - 1) * TAGS_PAGE:current * TAGS_PAGE]:
         written = times[tag] if by_time else await registry.manifests.tag_written_at(name, tag)
