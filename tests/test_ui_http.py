@@ -127,3 +127,15 @@ def test_unreadable_form_is_a_400_page(make_registry: MakeRegistry, tmp_path: Pa
         r = session.post(f"{server.url}/ui/login", data=b"username=alice", headers={"Content-Type": content_type},
                          allow_redirects=False, timeout=30)
         assert r.status_code == 400 and r.headers["Content-Type"].startswith("text/html"), (content_type, r.text)
+
+
+def test_static_files_not_shipped_are_the_404_envelope(make_registry: MakeRegistry) -> None:
+    """Found by schemathesis: a missing static file was an empty 404 (application/octet-stream), and their
+    directory a plain-text 403; both are the API's 404 NOT_FOUND now."""
+    server = make_registry()
+    for path in ("/ui/static/0", "/ui/static/", "/ui/static/..%2f__init__.py", "/ui/static/templates"):
+        r = requests.get(f"{server.url}{path}", timeout=30)
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NOT_FOUND", (path, r.status_code, r.text)
+    for method in ("GET", "HEAD"):
+        r = requests.request(method, f"{server.url}/ui/static/ui.css", timeout=30)
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/css")

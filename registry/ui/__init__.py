@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..auth.guard import Guard
 from ..domain import Registry
+from ..errors import RegistryError
 from ..mirror.service import Mirror
 from ..references import check_name
 from .actions import delete, login, logout
@@ -27,6 +28,8 @@ from .urls import PREFIX, URL_HELPERS, split_repository_path
 from .viewer import Viewer
 
 HERE = Path(__file__).parent
+STATIC = HERE / "static"
+STATIC_FILES = frozenset(path.name for path in STATIC.iterdir())
 
 
 async def repository_views(request: web.Request, ui: UI, viewer: Viewer) -> web.StreamResponse:
@@ -46,6 +49,15 @@ async def repository_views(request: web.Request, ui: UI, viewer: Viewer) -> web.
     raise not_found("page")
 
 
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """The stylesheet, script and icon; any other name is the API's 404 (aiohttp's static route
+    answers a missing file with an empty 404 and a directory with a plain-text 403)."""
+    name = request.match_info["filename"]
+    if name not in STATIC_FILES:
+        raise RegistryError("NOT_FOUND", f"no such file: {name[:100]}")
+    return web.FileResponse(STATIC / name)
+
+
 def setup(app: web.Application, registry: Registry, guard: Guard | None = None, mirror: Mirror | None = None,
           secret: str | None = None, base_url: str | None = None) -> None:
     """Serve the UI from app; `secret` (http.secret) signs sessions, else a key kept in the store."""
@@ -61,7 +73,7 @@ def setup(app: web.Application, registry: Registry, guard: Guard | None = None, 
     app.router.add_get(f"{PREFIX}/login", page(login))
     app.router.add_post(f"{PREFIX}/login", page(login))
     app.router.add_post(f"{PREFIX}/logout", page(logout))
-    app.router.add_static(f"{PREFIX}/static", HERE / "static")
+    app.router.add_get(f"{PREFIX}/static/{{filename}}", static_file)
     app.on_response_prepare.append(security_headers)
 
     async def note_writes(request: web.Request, response: web.StreamResponse) -> None:
