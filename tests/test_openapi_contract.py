@@ -67,10 +67,7 @@ def server_routes(app: web.Application) -> set[tuple[str, str]]:
             if route.handler is dispatch:
                 continue
             assert route.method != "*", f"{resource.canonical} takes any method; the spec cannot say which"
-            path = resource.canonical
-            if isinstance(resource, web.StaticResource):
-                path = path.rstrip("/") + "/{filename}"
-            routes.add((path, route.method))
+            routes.add((resource.canonical, route.method))
     for pattern, methods in ROUTES:
         routes |= {(_regex_path(pattern), method) for method in methods}
     return routes
