@@ -68,7 +68,7 @@ def server_routes(app: web.Application) -> set[tuple[str, str]]:
                 continue
             assert route.method != "*", f"{resource.canonical} takes any method; the spec cannot say which"
             routes.add((resource.canonical, route.method))
-    for pattern, methods in ROUTES:
+    for *_, pattern, methods in ROUTES:
         routes |= {(_regex_path(pattern), method) for method in methods}
     return routes
 
@@ -94,7 +94,7 @@ def test_each_v2_path_reaches_the_route_it_documents(spec: dict[str, Any]) -> No
     """The dispatch table's first match for a concrete path is the route of the path the spec writes."""
     for path in (p for p in spec["paths"] if p.startswith("/v2/")):
         concrete = re.sub(r"\{(\w+)\}", lambda m: SAMPLES[m.group(1)], path)
-        first = next(pattern for pattern, _ in ROUTES if pattern.fullmatch(concrete))
+        first = next(pattern for *_, pattern, _ in ROUTES if pattern.fullmatch(concrete))
         assert _regex_path(first) == path, (path, first.pattern)
 
 
