@@ -141,3 +141,11 @@ def test_the_server_serves_the_spec(filesystem_registry: RegistryServer) -> None
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("application/yaml")
     assert r.content == SPEC_PATH.read_bytes()
+
+
+def test_every_operation_on_a_name_documents_404(spec: dict[str, Any]) -> None:
+    """A name with a line break takes no route: whatever the operation, 404 NOT_FOUND."""
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if "{name}" in path and method in METHODS:
+                assert "404" in operation["responses"], f"{method.upper()} {path}"
