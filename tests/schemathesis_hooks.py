@@ -3,9 +3,10 @@
 Generated digests almost never match the bytes sent, so every push would end in DIGEST_INVALID and
 nothing would be stored for the stateful runs to pull, list and delete. These hooks give half of the
 pushes (monolithic blob POSTs, upload PUTs after the PATCHes the registry took, manifest PUTs by
-digest) the digest of what was really sent; the other half keep the generated one, so mismatches
-stay tested. A PUT that switches read-only mode on is followed by one that switches it off again,
-so that the writes after it are not all refused.
+digest) the digest of what was really sent, and half of the chunks with a Content-Range the range
+where the upload ends; the other half keep what was generated, so mismatches stay tested. A PUT
+that switches read-only mode on is followed by one that switches it off again, so that the writes
+after it are not all refused.
 """
 
 from __future__ import annotations
@@ -32,10 +33,15 @@ def _sent_body(case: schemathesis.Case) -> bytes:
     return body if isinstance(body, bytes) else body.encode()
 
 
+def _keep(data: bytes) -> bool:
+    """Whether to fix this request: for half of the bodies, chosen by their bytes (so a seed repeats)."""
+    return not hashlib.sha256(data).digest()[0] & 1
+
+
 def _matching(generated: Any, data: bytes) -> str | None:
     """The digest of data with the generated digest's algorithm; None to keep the generated one."""
     match = _DIGEST.fullmatch(generated) if isinstance(generated, str) else None
-    if match is None or hashlib.sha256(data + generated.encode()).digest()[0] & 1:
+    if match is None or not _keep(data + generated.encode()):
         return None
     return f"{match.group(1)}:{hashlib.new(match.group(1), data).hexdigest()}"
 
@@ -54,10 +60,14 @@ def before_call(context: schemathesis.HookContext, case: schemathesis.Case, kwar
         digest = _matching(query["digest"], _sent_body(case))
         if digest:
             query["digest"] = digest
-    elif method == "PUT" and path == "/v2/{name}/blobs/uploads/{upload_id}" and "digest" in query:
+    elif path == "/v2/{name}/blobs/uploads/{upload_id}" and method in ("PATCH", "PUT"):
         key = _upload_key(case)
         if key in _uploaded:
-            digest = _matching(query["digest"], _uploaded[key] + _sent_body(case))
+            data, body = _uploaded[key], _sent_body(case)
+            headers = case.headers if isinstance(case.headers, dict) else {}
+            if "Content-Range" in headers and body and _keep(body):  # the chunk where the upload ends
+                headers["Content-Range"] = f"{len(data)}-{len(data) + len(body) - 1}"
+            digest = _matching(query.get("digest"), data + body) if method == "PUT" else None
             if digest:
                 query["digest"] = digest
     elif method == "PUT" and path == "/v2/{name}/manifests/{reference}" and case.path_parameters:
