@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+import requests
 import yaml
 
 from registry.version import revision, version
 
+from .cli import REPO_ROOT
 from .engines import Dockerd, expected_version_line, wait_until
 from .oci_layout import Layout, assert_same_image, copy, small_image
 from .servers import free_port
@@ -102,3 +104,5 @@ def test_the_default_config_stores_in_var_lib_registry_and_the_image_carries_ver
     printed = dockerd("run", "--rm", "--network", "host", "--entrypoint", "registry", registry_image, "--version")
     assert printed.stdout.strip() == expected_version_line()
     assert f"registry {version()}" in dockerd("logs", name).stderr  # the startup line
+    served = requests.get(f"http://127.0.0.1:{port}/openapi.yaml", timeout=30)  # a link in the package
+    assert served.status_code == 200 and served.content == (REPO_ROOT / "openapi.yaml").read_bytes()
