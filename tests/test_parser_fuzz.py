@@ -36,6 +36,11 @@ OVER_HTTP = settings(max_examples=150, deadline=None, database=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture])
 #: larger than any blob: digits past 30 are never a size, and Python's int() refuses more than 4,300
 HUGE = 10**30
+#: A Range or Content-Range with a number of more than 4,300 digits is still a 500 on main: the hardening
+#: work (issue 9) parses them with registry/numbers.py. Strict, so that these tests fail once it has landed
+#: and this mark must go.
+HUGE_NUMBERS_PENDING = pytest.mark.xfail(strict=True, raises=(ValueError, AssertionError, BaseExceptionGroup),
+                                         reason="numbers over 4,300 digits in Range and Content-Range: issue 9")
 
 
 def spec_validator(media_type: str) -> jsonschema.Draft202012Validator:
@@ -61,9 +66,9 @@ descriptors = st.fixed_dictionaries(
               "annotations": st.dictionaries(st.text(max_size=8), st.text(max_size=8) | json_values, max_size=2),
               "artifactType": media_types,
               "data": st.text(max_size=8) | json_values,
-              "platform": st.fixed_dictionaries({}, optional={"architecture": st.text(max_size=6) | json_values,
-                                                              "os": st.text(max_size=6),
-                                                              "features": st.lists(st.text(max_size=4)) | json_values})})
+              "platform": st.fixed_dictionaries({}, optional={
+                  "architecture": st.text(max_size=6) | json_values, "os": st.text(max_size=6),
+                  "features": st.lists(st.text(max_size=4)) | json_values})})
 manifests = st.fixed_dictionaries(
     {},
     optional={"schemaVersion": st.sampled_from([2, 1, "2", 2.0, True]) | json_values,
@@ -126,6 +131,7 @@ range_headers = st.one_of(
               digit_strings, digit_strings))
 
 
+@HUGE_NUMBERS_PENDING
 @FUZZ
 @given(header=range_headers, size=st.one_of(st.integers(0, 10), st.integers(0, 2**40)))
 def test_range_parser_any_header(header: str, size: int) -> None:
@@ -160,6 +166,7 @@ def upload(filesystem_registry: RegistryServer) -> dict[str, Any]:
     return {"url": filesystem_registry.url + r.headers["Location"], "data": b""}
 
 
+@HUGE_NUMBERS_PENDING
 @OVER_HTTP
 @given(content_range=content_ranges, chunk=st.binary(min_size=0, max_size=8))
 def test_content_range_any_header(upload: dict[str, Any], content_range: str, chunk: bytes) -> None:
