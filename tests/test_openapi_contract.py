@@ -2,8 +2,8 @@
 OpenAPI 3.1 document, and the document the server serves at /openapi.yaml.
 
 The route walk builds the application with every optional part on (auth with the built-in token
-service, a mirror, the web UI, health and metrics): a feature that adds routes behind a new switch
-must turn it on in `fully_configured` too.
+service, a mirror, the web UI): a feature that adds routes behind a new switch (health checks,
+metrics on the main port) must turn it on in `fully_configured` too.
 """
 
 from __future__ import annotations
