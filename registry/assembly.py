@@ -51,7 +51,7 @@ def open_backend(storage: schema.Storage, create: bool = True) -> tuple[StorageB
     if os.path.exists(root) and not os.path.isdir(root):
         raise ConfigError(f"storage.filesystem.rootdirectory {root} is a file, not a directory")
     try:
-        backend = FilesystemBackend(root)
+        backend = FilesystemBackend(root, fsync=storage.filesystem.fsync)
         if create:
             _check_writable(root)
     except OSError as exc:
@@ -107,7 +107,8 @@ def assemble(settings: Settings) -> Assembly:
     mirror = Mirror(registry, upstreams) if upstreams else None
     app = create_app(registry, base_url=settings.http.host, guard=guard, token_service=token_service,
                      mirror=mirror, headers=settings.http.headers, ui_enabled=settings.ui.enabled,
-                     secret=settings.http.secret.get_secret_value() if settings.http.secret else None)
+                     secret=settings.http.secret.get_secret_value() if settings.http.secret else None,
+                     manifest_memory=settings.http.limits.manifestmemory)
     for task in _background_tasks(settings, registry, mirror):
         app.cleanup_ctx.append(task)
     return Assembly(app, registry, where, guard, mirror)
@@ -117,7 +118,8 @@ Task = Callable[[web.Application], AsyncIterator[None]]
 
 
 def _background_tasks(settings: Settings, registry: Registry, mirror: Mirror | None) -> list[Task]:
-    tasks: list[Task] = []
+    read_only = lambda: registry.policy.read_only  # noqa: E731
+    tasks: list[Task] = [_background(partial(registry.uploads.incoming.run_forever, read_only))]
     purging = settings.storage.maintenance.uploadpurging
     if purging.enabled:
         tasks.append(_background(partial(purge_forever, registry.backend, purging.age, purging.interval,

@@ -35,10 +35,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "INVALID_REQUEST": (400, "invalid request body"),  # ours: the admin API's
     "UNKNOWN": (500, "unknown error"),
     "UNAVAILABLE": (503, "service unavailable"),
+    "STORAGE_FULL": (507, "insufficient storage: the registry's storage is full"),
 }
 
 #: names whose code on the wire is another, spec-defined one
-WIRE_CODES = {"MANIFEST_TOO_LARGE": "MANIFEST_INVALID", "TOO_MANY_TAGS": "TAG_INVALID"}
+WIRE_CODES = {"MANIFEST_TOO_LARGE": "MANIFEST_INVALID", "TOO_MANY_TAGS": "TAG_INVALID",
+              "STORAGE_FULL": "UNAVAILABLE"}
 
 
 class RegistryError(Exception):

@@ -7,6 +7,7 @@ interchangeable between the two:
     docker/registry/v2/repositories/<name>/
         _layers/<alg>/<hex>/link
         _manifests/revisions/<alg>/<hex>/link
+        _manifests/revisions/<alg>/<hex>/mediatype    (ours, rare: see revision_media_type)
         _manifests/tags/<tag>/current/link
         _manifests/tags/<tag>/index/<alg>/<hex>/link
         _uploads/<id>/data, startedat
@@ -14,6 +15,7 @@ interchangeable between the two:
     docker/registry/v2/evicting/<alg>/<hex>      (ours: blob data on its way out of a mirror's cache)
     docker/registry/v2/quarantine/<alg>/<hex>    (ours: corrupt blob data `registry verify` moved aside)
     docker/registry/v2/secrets/<name>            (ours: secrets every replica on the store shares)
+    docker/registry/v2/incoming/<process>/...    (ours: single-request uploads in progress)
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ SET_ASIDE = f"{ROOT}/evicting"
 QUARANTINE = f"{ROOT}/quarantine"
 #: secrets generated once and shared by every replica on the store (the web UI's session key)
 SECRETS = f"{ROOT}/secrets"
+#: single-request uploads while their body arrives, per registry process (registry/incoming.py)
+INCOMING = f"{ROOT}/incoming"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -83,6 +87,12 @@ def revision_link(name: str, digest: Digest) -> str:
     return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
 
 
+def revision_media_type(name: str, digest: Digest) -> str:
+    """Ours: the Content-Type a manifest without `mediaType` in its body was pushed with (see
+    ManifestStore._keep_pushed_type); Distribution reads only `link` files there."""
+    return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/mediatype"
+
+
 def tags_dir(name: str) -> str:
     return f"{REPOSITORIES}/{name}/_manifests/tags"
 
@@ -113,6 +123,22 @@ def upload_data(name: str, upload_id: str) -> str:
 
 def upload_started_at(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/startedat"
+
+
+def incoming_process(process: str) -> str:
+    return f"{INCOMING}/{process}"
+
+
+def incoming_heartbeat(process: str) -> str:
+    return f"{INCOMING}/{process}/heartbeat"
+
+
+def incoming_upload(process: str, upload: str) -> str:
+    return f"{INCOMING}/{process}/{upload}"
+
+
+def incoming_data(process: str, upload: str) -> str:
+    return f"{INCOMING}/{process}/{upload}/data"
 
 
 def referrers_dir(name: str, subject: Digest) -> str:

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from storage_backends import PathNotFound, StorageBackend
 
 from . import layout
 from .blobs import BlobStore
+from .client_json import parse_json
 from .errors import RegistryError
 from .links import delete_quietly, digests_under, read_link, write_link
 from .references import Digest, check_tag, is_digest
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+#: references checked at once: a manifest may name tens of thousands, each a link to read (a request, on
+#: S3); batches run S3's lookups side by side and give the event loop a turn between them
+REFERENCE_BATCH = 64
+#: a manifest naming unknown content is refused with at most this many of them listed (and looked for)
+MAX_MISSING_LISTED = 100
+#: manifests at least this big are hashed and parsed in a worker thread, so that the event loop keeps turning
+OFF_LOOP_BYTES = 256 * 1024
 #: manifests are immutable by digest, so their bytes can be cached without invalidation
 MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -39,6 +47,8 @@ class Manifest:
     media_type: str
     body: bytes
     document: dict[str, Any] = field(repr=False, compare=False)
+    #: what a pushed manifest names and the repository must hold (empty for one loaded from the store)
+    references: tuple[Digest, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def subject(self) -> Digest | None:
@@ -62,8 +72,8 @@ class Manifest:
 def parse_manifest(body: bytes, content_type: str | None, digest: Digest) -> Manifest:
     """Check a pushed manifest's form: JSON, schema version, media type, descriptors."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        document = parse_json(body)
+    except ValueError as exc:
         raise RegistryError("MANIFEST_INVALID", f"manifest is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise RegistryError("MANIFEST_INVALID", "manifest must be a JSON object")
@@ -81,25 +91,29 @@ def parse_manifest(body: bytes, content_type: str | None, digest: Digest) -> Man
         raise RegistryError("MANIFEST_INVALID", f"unsupported manifest media type {media_type!r}")
     if document.get("schemaVersion") != 2:
         raise RegistryError("MANIFEST_INVALID", "schemaVersion must be 2")
+    references: dict[Digest, None] = {}  # in order, each once
     if media_type in IMAGE_TYPES:
-        _check_descriptor(document.get("config"), "config")
+        config = _check_descriptor(document.get("config"), "config")
         layers = document.get("layers")
         if not isinstance(layers, list):
             raise RegistryError("MANIFEST_INVALID", "layers must be a list")
+        references[config] = None
         for i, layer in enumerate(layers):
-            _check_descriptor(layer, f"layers[{i}]")
+            digest_of_layer = _check_descriptor(layer, f"layers[{i}]")
+            if not layer.get("urls"):  # a non-distributable layer is fetched by clients from its URLs
+                references[digest_of_layer] = None
     else:
         children = document.get("manifests")
         if not isinstance(children, list):
             raise RegistryError("MANIFEST_INVALID", "manifests must be a list")
         for i, child in enumerate(children):
-            _check_descriptor(child, f"manifests[{i}]")
+            references[_check_descriptor(child, f"manifests[{i}]")] = None
             if "platform" in child:
                 _check_platform(child["platform"], f"manifests[{i}].platform")
     if "subject" in document:
         _check_descriptor(document["subject"], "subject")
     _check_optional_fields(document, "manifest")
-    return Manifest(digest, media_type, body, document)
+    return Manifest(digest, media_type, body, document, tuple(references))
 
 
 def _guess_media_type(document: dict[str, Any]) -> str:
@@ -110,8 +124,9 @@ def _guess_media_type(document: dict[str, Any]) -> str:
     raise RegistryError("MANIFEST_INVALID", "manifest has no mediaType and no Content-Type")
 
 
-def _check_descriptor(descriptor: Any, where: str) -> None:
-    """The OCI image spec's content descriptor; `urls` matter most, since layers with them need no blob here."""
+def _check_descriptor(descriptor: Any, where: str) -> Digest:
+    """The OCI image spec's content descriptor, and its digest; `urls` matter most, since layers with
+    them need no blob here."""
     if not isinstance(descriptor, dict):
         raise RegistryError("MANIFEST_INVALID", f"{where} must be a descriptor object")
     _check_media_type(descriptor.get("mediaType"), f"{where}.mediaType")
@@ -119,7 +134,7 @@ def _check_descriptor(descriptor: Any, where: str) -> None:
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB_SIZE:
         raise RegistryError("MANIFEST_INVALID", f"{where}.size must be an integer from 0 to {MAX_BLOB_SIZE}")
     try:
-        Digest.parse(str(descriptor.get("digest")))
+        digest = Digest.parse(str(descriptor.get("digest")))
     except RegistryError as exc:
         raise RegistryError("MANIFEST_INVALID", f"{where}.digest: {exc.message}") from None
     if "urls" in descriptor:
@@ -129,6 +144,7 @@ def _check_descriptor(descriptor: Any, where: str) -> None:
     if "data" in descriptor and not isinstance(descriptor["data"], str):
         raise RegistryError("MANIFEST_INVALID", f"{where}.data must be a base64 string")
     _check_optional_fields(descriptor, where)
+    return digest
 
 
 def _check_optional_fields(document: dict[str, Any], where: str) -> None:
@@ -172,26 +188,21 @@ class ManifestStore:
             raise RegistryError(
                 "MANIFEST_TOO_LARGE", f"manifest is {len(body)} bytes, the limit is {MAX_MANIFEST_SIZE}"
             )
-        if is_digest(reference):
-            expected = Digest.parse(reference)
-            digest = Digest.of(body, expected.algorithm)
-            if digest != expected:
-                raise RegistryError(
-                    "DIGEST_INVALID",
-                    f"manifest digest {digest} does not match reference {expected}",
-                    {"expected": str(expected), "computed": str(digest)},
-                )
-            tags = [check_tag(t) for t in extra_tags]
+        expected = Digest.parse(reference) if is_digest(reference) else None
+        tags = [check_tag(t) for t in extra_tags] if expected else [check_tag(reference)]
+        if len(body) >= OFF_LOOP_BYTES:
+            manifest = await asyncio.get_running_loop().run_in_executor(
+                None, _identify, body, content_type, expected)
         else:
-            tags = [check_tag(reference)]
-            digest = Digest.of(body)
-        manifest = parse_manifest(body, content_type, digest)
+            manifest = _identify(body, content_type, expected)
+        digest = manifest.digest
         if check_references:  # a mirror caches a manifest before the blobs it names
             await self._check_references(name, manifest)
 
         data = layout.blob_data(digest)
         if not await self.backend.exists(data):
             await self.backend.write_bytes(data, body)
+        await self._keep_pushed_type(name, manifest)
         await write_link(self.backend, layout.revision_link(name, digest), digest)
         subject = manifest.subject
         if subject is not None:
@@ -199,30 +210,60 @@ class ManifestStore:
         for tag in tags:
             await write_link(self.backend, layout.tag_index_link(name, tag, digest), digest)
             await write_link(self.backend, layout.tag_current_link(name, tag), digest)
-        self._remember(manifest)
+        self._remember(replace(manifest, media_type=_stored_media_type(manifest.document),
+                                           references=()))
         return manifest
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
-        doc = manifest.document
+        """Every blob (or, for an index, manifest) it names is in the repository; else MANIFEST_BLOB_UNKNOWN
+        listing the first MAX_MISSING_LISTED missing, which is also where the looking stops."""
+        present = self.blobs.is_linked if manifest.media_type in IMAGE_TYPES else self.exists
+        wanted = manifest.references
         missing: list[str] = []
-        if manifest.media_type in IMAGE_TYPES:
-            for descriptor in [doc["config"], *doc["layers"]]:
-                if descriptor.get("urls"):
-                    continue  # non-distributable layer, fetched by clients from its URLs
-                digest = Digest.parse(descriptor["digest"])
-                if not await self.blobs.is_linked(name, digest):
-                    missing.append(str(digest))
-        else:
-            for child in doc["manifests"]:
-                digest = Digest.parse(child["digest"])
-                if not await self.exists(name, digest):
-                    missing.append(str(digest))
+        for start in range(0, len(wanted), REFERENCE_BATCH):
+            batch = wanted[start:start + REFERENCE_BATCH]
+            found = await asyncio.gather(*(present(name, digest) for digest in batch))
+            missing += [str(digest) for digest, ok in zip(batch, found) if not ok]
+            if len(missing) >= MAX_MISSING_LISTED:
+                break
+            await asyncio.sleep(0)  # the filesystem answers without yielding: let other requests in
         if missing:
+            listed = missing[:MAX_MISSING_LISTED]
+            count = f"at least {len(listed)}" if len(missing) >= MAX_MISSING_LISTED else str(len(listed))
             raise RegistryError(
                 "MANIFEST_BLOB_UNKNOWN",
-                f"manifest references {len(missing)} unknown blob(s) or manifest(s): {', '.join(missing[:5])}",
-                {"missing": missing},
+                f"manifest references {count} unknown blob(s) or manifest(s): {', '.join(listed[:5])}",
+                {"missing": listed},
             )
+
+    async def _keep_pushed_type(self, name: str, manifest: Manifest) -> None:
+        """Remember the Content-Type a manifest was pushed with when its body does not say it.
+
+        A body without `mediaType` is served with the type it was pushed with. What cannot be read
+        from the bytes is kept beside the repository's revision link, in a file named `mediatype`
+        (`_manifests/revisions/<alg>/<hex>/mediatype`): per repository, as the push was, and gone
+        with the revision when the manifest is deleted. Distribution ignores it: its walks of
+        revisions read only files named `link`, and it serves such a body as an OCI manifest or
+        index, as this registry does when the file is absent. The file is written only when the
+        pushed type is not what the body alone would be served as, so ordinary pushes cost nothing.
+        """
+        if manifest.document.get("mediaType"):
+            return
+        path = layout.revision_media_type(name, manifest.digest)
+        if manifest.media_type != _stored_media_type(manifest.document):
+            await self.backend.write_bytes(path, manifest.media_type.encode())
+        else:  # pushed again with the type the body implies: an older push's type must not linger
+            await delete_quietly(self.backend, path)
+
+    async def _pushed_type(self, name: str, manifest: Manifest) -> Manifest:
+        try:
+            pushed = (await self.backend.read_bytes(layout.revision_media_type(name, manifest.digest))).decode(
+                "ascii", "replace").strip()
+        except PathNotFound:
+            return manifest
+        if pushed not in IMAGE_TYPES | INDEX_TYPES or pushed == manifest.media_type:
+            return manifest
+        return replace(manifest, media_type=pushed)
 
     async def exists(self, name: str, digest: Digest) -> bool:
         return await read_link(self.backend, layout.revision_link(name, digest)) == digest
@@ -250,25 +291,39 @@ class ManifestStore:
     async def confirm_tag(self, name: str, tag: str, digest: Digest) -> None:
         await write_link(self.backend, layout.tag_current_link(name, tag), digest)
 
+    # Whether a repository exists is decided by the files it holds, not by its directories, so that
+    # every backend answers alike: the filesystem keeps the empty directories a delete leaves, S3 has
+    # none (once its only manifest was deleted, S3 said NAME_UNKNOWN where the filesystem said
+    # MANIFEST_UNKNOWN).
+
     async def check_repository(self, name: str) -> None:
-        if not await self.backend.exists(layout.manifests_dir(name)):
+        """NAME_UNKNOWN unless the repository holds a manifest or links a blob."""
+        if not await self.backend.holds_files(layout.layers_dir(name)):
+            await self.check_has_manifests(name)
+
+    async def check_has_manifests(self, name: str) -> None:
+        """NAME_UNKNOWN unless the repository holds a manifest (what a tag list needs, as in Distribution)."""
+        if not await self.backend.holds_files(layout.manifests_dir(name)):
             raise RegistryError("NAME_UNKNOWN", f"repository {name} not known to registry", {"name": name})
 
     async def get(self, name: str, reference: str) -> Manifest:
         digest = await self.resolve(name, reference)
-        return await self.load(digest)
+        return await self.load(digest, name)
 
-    async def load(self, digest: Digest) -> Manifest:
-        cached = self._cache.get(digest)
-        if cached is not None:
-            return cached
-        try:
-            body = await self.backend.read_bytes(layout.blob_data(digest))
-        except PathNotFound:
-            raise RegistryError("MANIFEST_UNKNOWN", f"manifest {digest} is linked but its data is missing") from None
-        document = _json_object(body)
-        manifest = Manifest(digest, document.get("mediaType") or _stored_media_type(document), body, document)
-        self._remember(manifest)
+    async def load(self, digest: Digest, name: str | None = None) -> Manifest:
+        """The stored manifest; with name, served with the type it was pushed to that repository with."""
+        manifest = self._cache.get(digest)
+        if manifest is None:
+            try:
+                body = await self.backend.read_bytes(layout.blob_data(digest))
+            except PathNotFound:
+                raise RegistryError("MANIFEST_UNKNOWN",
+                                    f"manifest {digest} is linked but its data is missing") from None
+            document = _json_object(body)
+            manifest = Manifest(digest, _stored_media_type(document), body, document)
+            self._remember(manifest)
+        if name is not None and not manifest.document.get("mediaType"):
+            return await self._pushed_type(name, manifest)
         return manifest
 
     def _remember(self, manifest: Manifest) -> None:
@@ -358,13 +413,29 @@ class ManifestStore:
 def _json_object(body: bytes) -> dict[str, Any]:
     """A stored manifest was validated on push, but may come from another registry's data."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        document = parse_json(body)
+    except ValueError:
         return {}
     return document if isinstance(document, dict) else {}
 
 
+def _identify(body: bytes, content_type: str | None, expected: Digest | None) -> Manifest:
+    """Hash and check a pushed manifest (CPU work: big ones run in a worker thread)."""
+    digest = Digest.of(body, expected.algorithm if expected else "sha256")
+    if expected is not None and digest != expected:
+        raise RegistryError(
+            "DIGEST_INVALID",
+            f"manifest digest {digest} does not match reference {expected}",
+            {"expected": str(expected), "computed": str(digest)},
+        )
+    return parse_manifest(body, content_type, digest)
+
+
 def _stored_media_type(document: dict[str, Any]) -> str:
+    """The type a stored body is served with when nothing else is known: its mediaType, else a guess."""
+    declared = document.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
     try:
         return _guess_media_type(document)
     except RegistryError:

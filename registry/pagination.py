@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .errors import RegistryError
+from .numbers import parse_natural
 
 MAX_PAGE_SIZE = 10_000
 
@@ -21,9 +22,11 @@ class Page:
         raw_n = query.get("n")
         n = default_n
         if raw_n is not None and raw_n != "":
-            if not raw_n.isdigit():
-                raise RegistryError("PAGINATION_NUMBER_INVALID", f"n must be a non-negative integer, not {raw_n[:50]!r}")
-            n = int(raw_n)
+            try:
+                n = parse_natural(raw_n)
+            except ValueError:
+                raise RegistryError("PAGINATION_NUMBER_INVALID",
+                                    f"n must be a non-negative integer, not {raw_n[:50]!r}") from None
             if n > MAX_PAGE_SIZE:
                 raise RegistryError(
                     "PAGINATION_NUMBER_INVALID", f"n must not exceed {MAX_PAGE_SIZE}", {"n": n, "max": MAX_PAGE_SIZE}

@@ -27,7 +27,7 @@ class ReferrerStore:
                 continue
             if not await self.manifests.exists(name, digest):
                 continue  # deleted since; its entry goes with it
-            descriptor = (await self.manifests.load(digest)).descriptor()
+            descriptor = (await self.manifests.load(digest, name)).descriptor()
             if artifact_type is None or descriptor.get("artifactType") == artifact_type:
                 descriptors.append(descriptor)
         return descriptors

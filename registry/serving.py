@@ -20,6 +20,7 @@ from aiohttp import web
 from . import systemd, version
 from .assembly import Assembly, assemble
 from .config import ConfigError, Settings
+from .connections import GuardedSite, connection_limits, handler_options
 from .tls import TlsSetupError, server_context
 
 class StartupError(Exception):
@@ -53,11 +54,12 @@ def configure_logging(settings: Settings) -> None:
 
 async def _run(assembly: Assembly, settings: Settings, ssl_context: SSLContext | None) -> None:
     access_log = None if settings.log.accesslog.disabled else logging.getLogger("registry.access")
+    limits = connection_limits(settings.http)
     runner = web.AppRunner(assembly.app, access_log=access_log, access_log_format=ACCESS_LOG_FORMAT,
-                           shutdown_timeout=settings.http.draintimeout)
+                           shutdown_timeout=settings.http.draintimeout, **handler_options(limits))
     await runner.setup()
     host, port = settings.http.host_port
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    site = GuardedSite(runner, host, port, limits, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:

@@ -21,6 +21,7 @@ class TagStore:
             else:  # one more than asked, to know whether a next page exists
                 tags = await self.backend.list_after(layout.tags_dir(name), page.last, page.n + 1)
         except PathNotFound:
-            await self.manifests.check_repository(name)
             tags = []
+        if not tags:
+            await self.manifests.check_has_manifests(name)
         return page.apply(tags)

@@ -24,6 +24,7 @@ from storage_backends import PathNotFound, StorageBackend, Writer
 from . import layout
 from .blobs import BlobStore
 from .errors import RegistryError
+from .incoming import Incoming, Scratch
 from .links import delete_quietly
 from .references import Digest
 
@@ -43,6 +44,7 @@ class UploadStore:
     def __init__(self, backend: StorageBackend, blobs: BlobStore) -> None:
         self.backend = backend
         self.blobs = blobs
+        self.incoming = Incoming(backend)
         self._hashes: OrderedDict[tuple[str, str], _HashState] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -56,8 +58,12 @@ class UploadStore:
         """A new upload; `algorithm` is the digest the client will finish it with (a guess, not a promise)."""
         upload_id = str(uuid.uuid4())
         started = datetime.datetime.now(datetime.timezone.utc).isoformat().encode()
-        await self.backend.write_bytes(layout.upload_started_at(name, upload_id), started)
-        await self.backend.write_bytes(layout.upload_data(name, upload_id), b"")
+        try:  # an upload's bookkeeping is scratch state: not worth an fsync
+            await self.backend.write_bytes(layout.upload_started_at(name, upload_id), started, durable=False)
+            await self.backend.write_bytes(layout.upload_data(name, upload_id), b"", durable=False)
+        except BaseException:  # a full disk, say: leave no half-made upload behind
+            await asyncio.shield(self._discard(_session(name, upload_id)))
+            raise
         self._remember((name, upload_id), _HashState(hashlib.new(algorithm), 0))
         return upload_id
 
@@ -82,7 +88,7 @@ class UploadStore:
         key = (name, upload_id)
         async with self._lock(key):
             size = await self._size_at(key, start)
-            return await self._append_locked(key, size, body, length)
+            return await self._append_locked(_session(*key), size, body, length)
 
     async def _size_at(self, key: tuple[str, str], start: int | None) -> int:
         """The upload's size, which a chunk's `start` (from Content-Range) must equal:
@@ -96,10 +102,11 @@ class UploadStore:
             )
         return size
 
-    async def _append_locked(self, key: tuple[str, str], size: int, body: AsyncIterator[bytes], length: int | None) -> int:
-        state = self._current_hash(key, size)
+    async def _append_locked(self, scratch: Scratch, size: int, body: AsyncIterator[bytes],
+                             length: int | None) -> int:
+        state = self._current_hash(scratch.key, size)
         before = state.hasher.copy() if state else None
-        writer = await self.backend.writer(layout.upload_data(*key), append=True)
+        writer = await self.backend.writer(scratch.data, append=True)
         if state is not None:
             writer.on_write = state.hasher.update
         try:
@@ -131,47 +138,48 @@ class UploadStore:
         async with self._lock(key):
             size = await self._size_at(key, start)
             if body is not None:
-                size = await self._append_locked(key, size, body, length)
-            return await self._verify_and_adopt(key, digest, size)
+                size = await self._append_locked(_session(*key), size, body, length)
+            return await self._verify_and_adopt(_session(*key), digest, size)
 
     async def put_whole(self, name: str, digest: Digest, body: AsyncIterator[bytes], length: int | None) -> int:
         """A monolithic upload: the whole blob in one request, so no session is recorded for it
-        (its client could neither resume nor cancel one); a failure leaves nothing behind."""
-        key = (name, str(uuid.uuid4()))
-        self._remember(key, _HashState(hashlib.new(digest.algorithm), 0))
+        (its client could neither resume nor cancel one). A failure leaves nothing behind, and
+        neither does a crash, for long (see registry/incoming.py)."""
+        scratch = await self.incoming.scratch(name)
+        self._remember(scratch.key, _HashState(hashlib.new(digest.algorithm), 0))
         try:
-            size = await self._append_locked(key, 0, body, length)
-            return await self._verify_and_adopt(key, digest, size)
+            size = await self._append_locked(scratch, 0, body, length)
+            return await self._verify_and_adopt(scratch, digest, size)
         except BaseException:
-            await asyncio.shield(self._discard(key))
+            await asyncio.shield(self._discard(scratch))
             raise
 
-    async def _verify_and_adopt(self, key: tuple[str, str], digest: Digest, size: int) -> int:
-        state = self._current_hash(key, size)
+    async def _verify_and_adopt(self, scratch: Scratch, digest: Digest, size: int) -> int:
+        state = self._current_hash(scratch.key, size)
         if state is not None and state.hasher.name == digest.algorithm:
             computed = state.hasher.hexdigest()
         else:
-            computed = (await self._rehash(key, digest.algorithm)).hexdigest()
+            computed = (await self._rehash(scratch, digest.algorithm)).hexdigest()
         if computed != digest.hex:
-            await self._discard(key)
+            await self._discard(scratch)
             raise RegistryError(
                 "DIGEST_INVALID",
                 f"upload content has digest {digest.algorithm}:{computed}, not {digest}",
                 {"expected": str(digest), "computed": f"{digest.algorithm}:{computed}"},
             )
-        await self.blobs.adopt(key[0], digest, layout.upload_data(*key))
-        await self._discard(key)
+        await self.blobs.adopt(scratch.key[0], digest, scratch.data)
+        await self._discard(scratch)
         return size
 
     async def cancel(self, name: str, upload_id: str) -> None:
         key = (name, upload_id)
         async with self._lock(key):
             await self.size(name, upload_id)
-            await self._discard(key)
+            await self._discard(_session(*key))
 
-    async def _discard(self, key: tuple[str, str]) -> None:
-        self._hashes.pop(key, None)
-        await delete_quietly(self.backend, layout.upload_dir(*key))
+    async def _discard(self, scratch: Scratch) -> None:
+        self._hashes.pop(scratch.key, None)
+        await delete_quietly(self.backend, scratch.directory)
 
     def _current_hash(self, key: tuple[str, str], size: int) -> _HashState | None:
         """The running hash, if this process saw every byte of the upload so far.
@@ -188,10 +196,10 @@ class UploadStore:
         self._hashes.move_to_end(key)
         return state
 
-    async def _rehash(self, key: tuple[str, str], algorithm: str) -> "hashlib._Hash":
+    async def _rehash(self, scratch: Scratch, algorithm: str) -> "hashlib._Hash":
         hasher = hashlib.new(algorithm)
         loop = asyncio.get_running_loop()
-        async for chunk in self.backend.read(layout.upload_data(*key)):
+        async for chunk in self.backend.read(scratch.data):
             await loop.run_in_executor(None, hasher.update, chunk)
         return hasher
 
@@ -200,6 +208,11 @@ class UploadStore:
         self._hashes.move_to_end(key)
         while len(self._hashes) > MAX_CACHED_HASHERS:
             self._hashes.popitem(last=False)
+
+
+def _session(name: str, upload_id: str) -> Scratch:
+    """An upload session's place: the repository's `_uploads/<id>/`."""
+    return Scratch((name, upload_id), layout.upload_data(name, upload_id), layout.upload_dir(name, upload_id))
 
 
 async def _pipelined_copy(body: AsyncIterator[bytes], writer: Writer) -> None:

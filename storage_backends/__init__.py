@@ -1,6 +1,6 @@
 """Byte stores the registry keeps its content in."""
 
-from .base import FileInfo, InvalidPath, PathNotFound, StorageBackend, StorageError, Writer
+from .base import FileInfo, InvalidPath, PathNotFound, StorageBackend, StorageError, StorageFull, Writer
 from .filesystem import FilesystemBackend
 from .memory import MemoryBackend
 
@@ -12,5 +12,6 @@ __all__ = [
     "PathNotFound",
     "StorageBackend",
     "StorageError",
+    "StorageFull",
     "Writer",
 ]

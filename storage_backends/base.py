@@ -18,6 +18,19 @@ class StorageError(Exception):
     """A backend failure that is not the caller's fault."""
 
 
+class StorageFull(StorageError):
+    """The store has no room for a write (a full disk, a quota, a bucket's limit).
+
+    Not the client's fault and not transient the way a timeout is: the registry answers 507.
+    """
+
+    def __init__(self, path: str, why: str, free: int | None = None) -> None:
+        room = "" if free is None else f" ({free:,} bytes free)"
+        super().__init__(f"{why} writing {path}{room}")
+        self.path = path
+        self.free = free
+
+
 class PathNotFound(StorageError):
     def __init__(self, path: str) -> None:
         super().__init__(f"path not found: {path}")
@@ -90,8 +103,9 @@ class StorageBackend(abc.ABC):
         """The whole content of a small file (links, manifests)."""
 
     @abc.abstractmethod
-    async def write_bytes(self, path: str, data: bytes) -> None:
-        """Atomically replace path's content."""
+    async def write_bytes(self, path: str, data: bytes, durable: bool = True) -> None:
+        """Atomically replace path's content. durable=False: scratch state (an upload's bookkeeping)
+        that need not survive a power cut, which a backend may then write more cheaply."""
 
     @abc.abstractmethod
     async def writer(self, path: str, append: bool = False) -> Writer: ...
@@ -173,6 +187,19 @@ class StorageBackend(abc.ABC):
     def local_file(self, path: str) -> str | None:
         """An OS path to the file, for backends that can serve it with sendfile."""
         return None
+
+    async def holds_files(self, path: str) -> bool:
+        """Whether any file lies below the directory path. Backends keeping empty directories
+        (the filesystem) answer as those without directories (S3) do: an empty tree holds nothing."""
+        try:
+            names = await self.list(path)
+        except PathNotFound:
+            return False
+        for name in names:
+            child = f"{path}/{name}"
+            if not (await self.stat(child)).is_dir or await self.holds_files(child):
+                return True
+        return False
 
     async def exists(self, path: str) -> bool:
         try:

@@ -2,29 +2,81 @@
 
 Small metadata operations (links of a few dozen bytes, directory listings,
 stat) run inline on the event loop: they hit the page cache and cost far less
-than a hop to a worker thread. Bulk data moves through a thread pool.
+than a hop to a worker thread. Bulk data moves through a thread pool, and so
+does every write that waits for the disk (fsync).
+
+Durability (fsync=True, the default): content is flushed to disk before the
+rename that makes it visible, and the directory holding it after, so that a
+power cut leaves either the old state or the whole new file, never a visible
+file with missing content. That is once per blob (when a finished upload
+becomes the blob) and once per link or manifest, never per upload chunk:
+upload data is scratch space, checked against its digest before it is used.
+
+A full disk (ENOSPC) or an exhausted quota (EDQUOT) is StorageFull, naming the
+path and the free space; a failed write leaves no temporary file behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import shutil
 import stat
 import uuid
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable, Iterator, TypeVar
 
-from .base import FileInfo, PathNotFound, StorageBackend, Writer, check_path
+from .base import FileInfo, PathNotFound, StorageBackend, StorageFull, Writer, check_path
 
 READ_CHUNK = 1 << 20
+
+
+T = TypeVar("T")
+#: errors that mean "no room": the write cannot succeed until space is freed
+NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
 
 
 class FilesystemBackend(StorageBackend):
     name = "filesystem"
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, fsync: bool = True) -> None:
         self.root = os.path.abspath(root)
+        self.fsync = fsync
         os.makedirs(self.root, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _room_for(self, path: str) -> Iterator[None]:
+        """ENOSPC and EDQUOT become StorageFull, with the free space at the time."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in NO_ROOM:
+                raise
+            try:
+                free: int | None = shutil.disk_usage(self.root).free
+            except OSError:
+                free = None
+            raise StorageFull(path, NO_ROOM[exc.errno], free) from None
+
+    async def _disk_write(self, path: str, work: Callable[[], T], durable: bool = True) -> T:
+        """Run a write: in a worker thread when it waits for the disk (fsync), else inline."""
+        with self._room_for(path):
+            if durable and self.fsync:
+                return await asyncio.get_running_loop().run_in_executor(None, work)
+            return work()
+
+    def _makedirs(self, directory: str, sync: bool) -> None:
+        """Make directory and its missing parents; with sync, make the new entries durable too."""
+        created = []
+        missing = directory
+        while len(missing) > len(self.root) and not os.path.isdir(missing):
+            created.append(missing)
+            missing = os.path.dirname(missing)
+        os.makedirs(directory, exist_ok=True)
+        if sync:
+            for made in reversed(created):
+                _fsync_path(os.path.dirname(made))
 
     def _full(self, path: str) -> str:
         return os.path.join(self.root, check_path(path))
@@ -60,23 +112,34 @@ class FilesystemBackend(StorageBackend):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFound(path) from None
 
-    async def write_bytes(self, path: str, data: bytes) -> None:
+    async def write_bytes(self, path: str, data: bytes, durable: bool = True) -> None:
         full = self._full(path)
+        sync = durable and self.fsync
+        await self._disk_write(path, lambda: self._replace(full, data, sync), durable)
+
+    def _replace(self, full: str, data: bytes, sync: bool) -> None:
         tmp = _temp_name(full)
         try:
-            _write_file(tmp, data)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            _write_file(tmp, data)
-        os.replace(tmp, full)
+            try:
+                _write_file(tmp, data, sync)
+            except FileNotFoundError:  # directories are made only when missing: makedirs costs a stat per level
+                self._makedirs(os.path.dirname(full), sync)
+                _write_file(tmp, data, sync)
+            os.replace(tmp, full)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        if sync:
+            _fsync_path(os.path.dirname(full))
 
     async def writer(self, path: str, append: bool = False) -> Writer:
         full = self._full(path)
-        try:
-            return _FileWriter(full, append)
-        except FileNotFoundError:  # directories are made only when missing: makedirs costs a stat per level
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            return _FileWriter(full, append)
+        with self._room_for(path):
+            try:
+                return _FileWriter(self, path, full, append)
+            except FileNotFoundError:
+                self._makedirs(os.path.dirname(full), self.fsync and not append)
+                return _FileWriter(self, path, full, append)
 
     async def stat(self, path: str) -> FileInfo:
         try:
@@ -93,15 +156,32 @@ class FilesystemBackend(StorageBackend):
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
+    async def holds_files(self, path: str) -> bool:
+        for _, _, files in os.walk(self._full(path)):  # top-down: stops at the first directory with a file
+            if any(not name.startswith(".tmp-") for name in files):
+                return True
+        return False
+
     async def move(self, src: str, dst: str) -> None:
+        """With fsync, src's content reaches the disk before the rename makes it visible at dst."""
         full_src, full_dst = self._full(src), self._full(dst)
+        await self._disk_write(dst, lambda: self._rename(src, full_src, full_dst, self.fsync))
+
+    def _rename(self, src: str, full_src: str, full_dst: str, sync: bool) -> None:
         try:
-            os.replace(full_src, full_dst)
-        except FileNotFoundError:
-            if not os.path.exists(full_src):
-                raise PathNotFound(src) from None
-            os.makedirs(os.path.dirname(full_dst), exist_ok=True)
-            os.replace(full_src, full_dst)
+            if sync:
+                _fsync_path(full_src)
+            try:
+                os.replace(full_src, full_dst)
+            except FileNotFoundError:
+                if not os.path.exists(full_src):
+                    raise
+                self._makedirs(os.path.dirname(full_dst), sync)
+                os.replace(full_src, full_dst)
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(src) from None
+        if sync:
+            _fsync_path(os.path.dirname(full_dst))
 
     async def delete(self, path: str) -> None:
         full = self._full(path)
@@ -121,15 +201,37 @@ def _temp_name(full: str) -> str:
     return os.path.join(os.path.dirname(full), f".tmp-{uuid.uuid4().hex}")
 
 
-def _write_file(path: str, data: bytes) -> None:
+def _write_file(path: str, data: bytes, sync: bool) -> None:
     with open(path, "wb") as f:
         f.write(data)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _fsync_path(path: str) -> None:
+    """Flush a file's content, or a directory's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class _FileWriter(Writer):
-    """Writes straight to the file when appending, else to a temp file renamed on commit."""
+    """Writes straight to the file when appending (an upload's scratch data: never synced), else to
+    a temp file that commit() syncs (with fsync) and renames into place."""
 
-    def __init__(self, full: str, append: bool) -> None:
+    def __init__(self, backend: FilesystemBackend, path: str, full: str, append: bool) -> None:
+        self._backend = backend
+        self._path = path
         self._full = full
         self._append = append
         self._target = full if append else _temp_name(full)
@@ -139,7 +241,8 @@ class _FileWriter(Writer):
         self._closed = False
 
     async def write(self, data: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._write, data)
+        with self._backend._room_for(self._path):
+            await asyncio.get_running_loop().run_in_executor(None, self._write, data)
         self.size += len(data)
 
     def _write(self, data: bytes) -> None:
@@ -148,19 +251,35 @@ class _FileWriter(Writer):
         self._file.write(data)
 
     async def commit(self) -> None:
-        self._close()
-        if not self._append:
+        if self._append:
+            with self._backend._room_for(self._path):
+                self._close()  # flushes what the file object still holds
+            return
+        await self._backend._disk_write(self._path, self._publish)
+
+    def _publish(self) -> None:
+        sync = self._backend.fsync
+        try:
+            if sync and not self._closed:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            self._close()
             os.replace(self._target, self._full)
+        except BaseException:
+            _unlink_quietly(self._target)
+            raise
+        if sync:
+            _fsync_path(os.path.dirname(self._full))
 
     async def cancel(self) -> None:
-        self._close()
+        try:
+            self._close()
+        except OSError:
+            pass  # what could not be flushed is being discarded anyway
         if self._append:
             os.truncate(self._target, self._start)
         else:
-            try:
-                os.unlink(self._target)
-            except FileNotFoundError:
-                pass
+            _unlink_quietly(self._target)
         self.size = self._start
 
     def _close(self) -> None:

@@ -36,7 +36,7 @@ class MemoryBackend(StorageBackend):
     async def read_bytes(self, path: str) -> bytes:
         return self._get(path)
 
-    async def write_bytes(self, path: str, data: bytes) -> None:
+    async def write_bytes(self, path: str, data: bytes, durable: bool = True) -> None:
         self._put(check_path(path), bytes(data))
 
     async def writer(self, path: str, append: bool = False) -> Writer:

@@ -240,7 +240,7 @@ class S3Backend(StorageBackend):
         except StorageError:  # cut off mid-body: read() resumes where it stops
             return b"".join([chunk async for chunk in self.read(path)])
 
-    async def write_bytes(self, path: str, data: bytes) -> None:
+    async def write_bytes(self, path: str, data: bytes, durable: bool = True) -> None:
         key = self._key(path)
         await self._call(self._client.put_object, Bucket=self.bucket, Key=key, Body=data, **self._put_args())
         await self._drop_segments(key)
@@ -277,6 +277,11 @@ class S3Backend(StorageBackend):
                 raise
             return FileInfo(path, 0, 0.0, True)
         return FileInfo(path, sum(p.size for p in pieces), mtime, False)
+
+    async def holds_files(self, path: str) -> bool:
+        page = await self._call(self._client.list_objects_v2, Bucket=self.bucket, Prefix=self._dir_prefix(path),
+                                MaxKeys=1)
+        return page.get("KeyCount", 0) > 0
 
     async def list(self, path: str) -> list[str]:
         prefix = self._dir_prefix(path)

@@ -150,3 +150,9 @@ def layer_link_path(repo: str, digest: str) -> str:
 
 def uploads_path(repo: str) -> str:
     return f"{V2}/repositories/{repo}/_uploads"
+
+
+def incoming_data(store: StoreView) -> list[str]:
+    """The data of single-request uploads in progress, or left by a registry process that died
+    (`docker/registry/v2/incoming/<process>/<upload>/data`, this registry's own)."""
+    return [path for path in store.keys(f"{V2}/incoming") if path.endswith("/data")]

@@ -93,7 +93,9 @@ def stored_blobs(server: RegistryServer) -> set[str]:
 
 
 def leftover_uploads(server: RegistryServer) -> list[Path]:
-    return [p for p in server.root.glob("docker/registry/v2/repositories/**/_uploads/*/*") if p.is_file()]
+    """Upload data in the store: sessions, and the single-request uploads fills are."""
+    sessions = server.root.glob("docker/registry/v2/repositories/**/_uploads/*/*")
+    return [p for p in [*sessions, *server.root.glob("docker/registry/v2/incoming/*/*/data")] if p.is_file()]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20, what: str = "condition") -> None:

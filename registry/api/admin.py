@@ -13,11 +13,11 @@ own, and a restart goes back to storage.maintenance.readonly.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 
 from aiohttp import web
 
+from ..client_json import parse_json
 from ..errors import RegistryError
 from .common import GUARD_KEY, registry_of
 
@@ -33,8 +33,8 @@ async def get_readonly(request: web.Request) -> web.Response:
 async def put_readonly(request: web.Request) -> web.Response:
     who = await require_admin(request)
     try:
-        document = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+        document = parse_json(await request.read())
+    except ValueError:
         document = None
     if not isinstance(document, dict) or not isinstance(document.get("enabled"), bool):
         raise RegistryError("INVALID_REQUEST", 'expected a JSON object {"enabled": true} or {"enabled": false}')

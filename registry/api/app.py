@@ -8,7 +8,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from storage_backends import StorageError
+from storage_backends import StorageError, StorageFull
 
 from .. import ui
 from ..domain import Registry
@@ -19,6 +19,7 @@ from ..auth.guard import BUILTIN_PATH, Guard
 from ..auth.token_service import TokenService
 from ..metrics import exposition
 from ..mirror.service import Mirror
+from .budget import DEFAULT_MANIFEST_MEMORY, MANIFEST_MEMORY_KEY, MemoryBudget
 from .common import GUARD_KEY, MIRROR_KEY, REGISTRY_KEY
 
 log = logging.getLogger("registry.http")
@@ -122,6 +123,10 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if exc.status == 413:
             return error_response(RegistryError("SIZE_INVALID", exc.text or "request body too large"), request)
         raise
+    except StorageFull as exc:
+        log.error("storage full serving %s %s: %s", request.method, request.path, exc)
+        return error_response(RegistryError("STORAGE_FULL", "the registry's storage is full; try again once "
+                                            "space is freed"), request)
     except StorageError as exc:
         log.error("storage failure serving %s %s: %s", request.method, request.path, exc)
         if _streaming(request):
@@ -168,10 +173,12 @@ def create_app(
     headers: Mapping[str, list[str]] | None = None,
     ui_enabled: bool = True,
     secret: str | None = None,
+    manifest_memory: int = DEFAULT_MANIFEST_MEMORY,
     **app_options: Any,
 ) -> web.Application:
     app = web.Application(middlewares=[render_errors], **app_options)
     app[REGISTRY_KEY] = registry
+    app[MANIFEST_MEMORY_KEY] = MemoryBudget(manifest_memory)
     if mirror is not None:
         app[MIRROR_KEY] = mirror
         app.on_cleanup.append(lambda _: mirror.close())

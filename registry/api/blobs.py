@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 
 from aiohttp import web
 
@@ -11,12 +12,13 @@ from storage_backends import PathNotFound
 
 from .. import layout
 from ..errors import RegistryError
+from ..numbers import parse_natural
 from ..mirror.service import Mirror
 from ..references import Digest
 from .common import mirror_for, not_modified, registry_of
 from .sendfile import SendfileResponse
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -29,17 +31,26 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     match = _RANGE.fullmatch(header.strip())
     if not match or (not match.group(1) and not match.group(2)):
         return None
-    first, last = match.groups()
-    if not first:  # suffix: the last N bytes
-        count = min(int(last), size)
+    start, end = (_position(part) for part in match.groups())
+    if start is None:  # suffix: the last N bytes
+        count = min(end or 0, size)
         if count == 0:
             raise _unsatisfiable(size)
         return size - count, count
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
+    end = size - 1 if end is None else min(end, size - 1)
     if start >= size or end < start:
         raise _unsatisfiable(size)
     return start, end - start + 1
+
+
+def _position(digits: str) -> int | None:
+    """A byte position of a Range; more digits than any size has are past every blob's end."""
+    if not digits:
+        return None
+    try:
+        return parse_natural(digits)
+    except ValueError:
+        return sys.maxsize
 
 
 def _unsatisfiable(size: int) -> RegistryError:

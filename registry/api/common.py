@@ -12,13 +12,14 @@ from ..auth.guard import Guard
 from ..domain import Registry
 from ..mirror.service import Mirror
 from ..errors import RegistryError
+from ..numbers import parse_natural
 
 REGISTRY_KEY = web.AppKey("registry", Registry)
 GUARD_KEY = web.AppKey("guard", Guard)
 MIRROR_KEY = web.AppKey("mirror", Mirror)
 #: request bodies are written in pieces of about this size: fewer thread hops, bounded memory
 WRITE_CHUNK = 1 << 20
-_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)")
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)")
 
 
 def registry_of(request: web.Request) -> Registry:
@@ -52,7 +53,10 @@ def chunk_bounds(request: web.Request) -> tuple[int | None, int | None]:
     match = _CONTENT_RANGE.fullmatch(raw.strip())
     if not match:
         raise RegistryError("RANGE_INVALID", f"malformed Content-Range {raw[:100]!r}; expected <start>-<end>")
-    start, end = int(match.group(1)), int(match.group(2))
+    try:
+        start, end = parse_natural(match.group(1)), parse_natural(match.group(2))
+    except ValueError:
+        raise RegistryError("RANGE_INVALID", f"Content-Range {raw[:100]!r} is beyond any blob's size") from None
     if end < start:
         raise RegistryError("RANGE_INVALID", f"Content-Range {raw[:100]!r} ends before it starts")
     length = end - start + 1

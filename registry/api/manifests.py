@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from aiohttp import web
 
 from ..errors import RegistryError
 from ..manifests import MAX_MANIFEST_SIZE
 from ..references import is_digest
+from .budget import MANIFEST_MEMORY_KEY
+from .common import mirror_for, not_modified, registry_of
 
 #: tags one manifest PUT may set with `?tag=` (the spec asks for at least 10)
 MAX_TAG_PARAMS = 100
-from .common import mirror_for, not_modified, registry_of
 
 
-async def _read_limited(request: web.Request) -> bytes:
-    """The body, refusing one over the manifest limit before reading more of it than the limit."""
+async def _read_limited(request: web.Request, take: Callable[[int], None]) -> bytes:
+    """The body, refusing one over the manifest limit before reading more of it than the limit,
+    and taking what it holds from the manifest memory budget first."""
     too_large = RegistryError("MANIFEST_TOO_LARGE", f"manifest exceeds the limit of {MAX_MANIFEST_SIZE} bytes")
-    if request.content_length is not None and request.content_length > MAX_MANIFEST_SIZE:
-        raise too_large
+    declared = request.content_length
+    if declared is not None:
+        if declared > MAX_MANIFEST_SIZE:
+            raise too_large
+        take(declared)  # the parser stops a body at its Content-Length
     parts: list[bytes] = []
     size = 0
     async for data in request.content.iter_any():
         size += len(data)
         if size > MAX_MANIFEST_SIZE:
             raise too_large
+        if declared is None:
+            take(len(data))
         parts.append(data)
     return b"".join(parts)
 
@@ -34,8 +43,9 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.R
     tags = request.query.getall("tag", []) if is_digest(reference) else []
     if len(tags) > MAX_TAG_PARAMS:
         raise RegistryError("TOO_MANY_TAGS", f"at most {MAX_TAG_PARAMS} tag parameters per request")
-    body = await _read_limited(request)
-    manifest = await registry.manifests.put(name, reference, body, request.headers.get("Content-Type"), tags)
+    with request.app[MANIFEST_MEMORY_KEY].lease() as take:
+        body = await _read_limited(request, take)
+        manifest = await registry.manifests.put(name, reference, body, request.headers.get("Content-Type"), tags)
     headers = {
         "Location": f"/v2/{name}/manifests/{manifest.digest}",
         "Docker-Content-Digest": str(manifest.digest),

@@ -84,6 +84,8 @@ class TokenVerifier:
                 raise TokenError("token x5c header is not a chain of certificates") from None
             return self._verify_chain(certificates)
         kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise TokenError("token names no key: neither an x5c chain nor a kid")
         if kid in self.keys:
             return self.keys[kid]
         by_kid = {kid_of(c.public_key()): c.public_key()  # type: ignore[misc]
@@ -139,12 +141,7 @@ class TokenVerifier:
             raise TokenError(f"invalid token: {type(exc).__name__}") from None
         if claims.get("typ") == "refresh":
             raise TokenError("a refresh token is not an access token")
-        grants = []
-        for entry in claims.get("access") or []:
-            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                grants.append(Scope(str(entry.get("type", "")), entry["name"],
-                                    frozenset(str(a) for a in entry.get("actions") or [])))
-        return Identity(claims.get("sub") or None, tuple(grants))
+        return Identity(_subject(claims) or None, _grants(claims.get("access")))
 
 
 class TokenSigner:
@@ -181,6 +178,33 @@ class TokenSigner:
                                 issuer=self.issuer, leeway=LEEWAY_SECONDS)
         except jwt.PyJWTError:
             raise TokenError("invalid or expired refresh token") from None
-        if claims.get("typ") != "refresh" or not claims.get("sub"):
+        subject = _subject(claims)
+        if claims.get("typ") != "refresh" or not subject:
             raise TokenError("not a refresh token")
-        return str(claims["sub"])
+        return subject
+
+
+def _subject(claims: dict[str, Any]) -> str:
+    subject = claims.get("sub")
+    if subject is not None and not isinstance(subject, str):
+        raise TokenError("token sub claim is not a string")
+    return subject or ""
+
+
+def _grants(access: Any) -> tuple[Scope, ...]:
+    """The `access` claim: a list of {type, name, actions: [...]} with strings throughout, as Distribution
+    reads it; a token whose claim has another shape is refused, not half understood."""
+    if access is None:
+        return ()
+    if not isinstance(access, list):
+        raise TokenError("token access claim is not a list")
+    grants = []
+    for entry in access:
+        if not isinstance(entry, dict):
+            raise TokenError("token access claim holds something other than an object")
+        kind, name, actions = entry.get("type", ""), entry.get("name"), entry.get("actions") or []
+        if not isinstance(kind, str) or not isinstance(name, str) or not isinstance(actions, list) \
+                or not all(isinstance(action, str) for action in actions):
+            raise TokenError("token access claim entry needs a string type and name, and a list of string actions")
+        grants.append(Scope(kind, name, frozenset(actions)))
+    return tuple(grants)

@@ -125,6 +125,19 @@ class Tls(Section):
         return self
 
 
+class Timeouts(Section):
+    """How long a client may take; a connection that overstays is closed (registry/connections.py)."""
+
+    header: PositiveDuration = 10.0  # a request's head (request line and headers), from its first byte
+    body: PositiveDuration = 60.0  # a request body that sends no byte, or a client that takes none of a response
+    keepalive: PositiveDuration = 75.0  # an idle connection between two requests
+
+
+class Limits(Section):
+    connections: Natural = Field(1000, ge=1)  # open client connections; more wait in the kernel's backlog
+    manifestmemory: Size = Field(64 << 20, ge=4 << 20)  # manifest bodies buffered at once, all requests together
+
+
 class Http(Section):
     addr: Address = "127.0.0.1:5000"
     net: Literal["tcp"] = "tcp"
@@ -134,6 +147,8 @@ class Http(Section):
     draintimeout: Duration = 30.0  # at SIGTERM, how long requests in flight may take to finish
     headers: dict[str, StrList] = {}  # added to every response (e.g. Strict-Transport-Security)
     tls: Tls = Tls()
+    timeouts: Timeouts = Timeouts()
+    limits: Limits = Limits()
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -144,6 +159,7 @@ class Http(Section):
 
 class Filesystem(Section):
     rootdirectory: Str = "./data"
+    fsync: Bool = True  # flush data to disk before it becomes visible (power-cut safe); false: faster, not safe
 
     @field_validator("rootdirectory")
     @classmethod

@@ -20,6 +20,7 @@ from ..domain import Registry
 from ..errors import RegistryError
 from ..manifests import Manifest
 from ..metrics import MIRROR_REQUESTS
+from ..numbers import parse_natural
 from ..references import Digest, is_digest
 from .upstream import MANIFEST_ACCEPT, Upstream, UpstreamError
 
@@ -103,7 +104,7 @@ class Mirror:
                 if str(local) == upstream_digest:
                     await store.confirm_tag(name, reference, local)
                     count("revalidated")
-                    return await store.load(local)
+                    return await store.load(local, name)
             manifest = await self._fetch(upstream, remote, name, reference)
             count("miss")
             return manifest
@@ -149,7 +150,10 @@ class Mirror:
             raise RegistryError("BLOB_UNKNOWN", f"blob {digest} unknown upstream")
         if response.status != 200:
             raise RegistryError("UNAVAILABLE", f"upstream {upstream.url} answered {response.status} for blob {digest}")
-        return int(response.headers.get("Content-Length", "0"))
+        try:
+            return parse_natural(response.headers.get("Content-Length", ""))
+        except ValueError:
+            raise RegistryError("UNAVAILABLE", f"upstream {upstream.url} sent no size for blob {digest}") from None
 
     def fill(self, name: str, digest: Digest) -> "Fill":
         """The one fetch of this blob in progress, started if there is none."""
