@@ -37,12 +37,12 @@ def run_scenario(scenario: Scenario, sides: dict[str, Side], ctx: Context, round
     try:
         if not scenario.fresh_per_round:
             for name, side in sides.items():
-                side.start()
+                side.start(scenario.our_config)
                 states[name] = scenario.setup(side, ctx)
         for index in range(rounds):
             for name, side in sides.items():  # interleaved: reference, then ours, every round
                 if scenario.fresh_per_round:
-                    side.start()
+                    side.start(scenario.our_config)
                     states[name] = scenario.setup(side, ctx)
                 values = scenario.measure(side, states[name], index, ctx)
                 if scenario.fresh_per_round:

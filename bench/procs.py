@@ -119,9 +119,12 @@ class Side:
         self.replicas: list[ServerProcess] = []
         self.bucket: str | None = None
         self.generation = 0
+        self.our_config: dict[str, Any] = {}
 
-    def start(self) -> ServerProcess:
+    def start(self, our_config: dict[str, Any] | None = None) -> ServerProcess:
+        """our_config: settings merged into ours (the reference runs as always)."""
         self.stop()
+        self.our_config = our_config or {}
         if self.s3 is not None:
             self.bucket = self.s3.new_bucket()
         self.server = self._process(redirect=False)
@@ -143,7 +146,7 @@ class Side:
         storage = None if self.s3 is None or self.bucket is None else self.s3.storage(self.bucket, redirect)
         if self.name == "reference":
             return BenchReference(data, base / "server.log", cache=self.cached_reference, storage=storage)
-        config = OUR_CONFIG if storage is None else {**OUR_CONFIG, "storage": storage}
+        config = {**OUR_CONFIG, **({} if storage is None else {"storage": storage}), **self.our_config}
         return RegistryServer(data, base / "server.log", config=config)
 
     def stop(self) -> None:

@@ -136,6 +136,8 @@ class Scenario:
     fresh_per_round = False
     #: which servers it measures ("ours" alone for what Distribution does not have)
     sides: tuple[str, ...] = ("reference", "ours")
+    #: settings for our server beyond the bench's own (the reference always runs as shipped)
+    our_config: dict[str, Any] | None = None
 
     def prepare(self, ctx: Context) -> None:
         """Untimed work done once before any server starts (generating files)."""
@@ -572,8 +574,37 @@ class UIPages(Scenario):
         return figures
 
 
+#: what durability costs: ours with storage.filesystem.fsync off (Distribution syncs as always)
+NO_FSYNC = {"storage": {"filesystem": {"fsync": False}}}
+
+
+class MonolithicPushNoFsync(MonolithicPush):
+    name = "push-nofsync"
+    description = "the monolithic push, ours with storage.filesystem.fsync: false (what fsync costs)"
+    target = None
+    our_config = NO_FSYNC
+
+    def __init__(self, sizes: Sizes) -> None:
+        super().__init__(sizes)
+        self.metrics = (Metric(self.name, f"monolithic push {self.size // MiB} MiB, ours with fsync off", "MB/s"),)
+
+
+class SmallPushesNoFsync(SmallPushes):
+    name = "small-nofsync"
+    description = "the small blob pushes, ours with storage.filesystem.fsync: false (what fsync costs)"
+    our_config = NO_FSYNC
+
+    def __init__(self, sizes: Sizes) -> None:
+        super().__init__(sizes)
+        self.metrics = tuple(Metric(f"{m.key}-nofsync", f"{m.label}, ours with fsync off", m.unit)
+                             for m in self.metrics)
+
+    def measure(self, side: Side, single_post: bool, round_index: int, ctx: Context) -> dict[str, float]:
+        return {f"{key}-nofsync": value for key, value in super().measure(side, single_post, round_index, ctx).items()}
+
+
 def all_scenarios(sizes: Sizes) -> list[Scenario]:
     return [MonolithicPush(sizes), ChunkedPush(sizes), Pull(sizes),
             S3MonolithicPush(sizes), S3ChunkedPush(sizes), S3Pull(sizes),
             ManifestGet(sizes), BlobHead(sizes), SmallPushes(sizes), Listing(sizes), PushMemory(sizes),
-            UIPages(sizes)]
+            UIPages(sizes), MonolithicPushNoFsync(sizes), SmallPushesNoFsync(sizes)]
