@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import resource
 import socket
 import ssl
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
@@ -61,6 +63,9 @@ DRAIN_SECONDS = 1.0
 RESERVED_DESCRIPTORS = 256
 #: how often, at most, the connection limit being reached is logged
 LIMIT_WARNING_INTERVAL = 60.0
+#: a deadline's timer that fires this much late found the event loop busy: data may be waiting that the
+#: loop has not read yet (uvloop runs due timers before it polls), so the verdict waits one more turn
+LATE_SECONDS = 0.25
 #: Go's answers to a client speaking the wrong protocol
 TLS_ON_PLAIN_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
                        b"Connection: close\r\n\r\n400 Bad Request")
@@ -224,6 +229,7 @@ class GuardedHandler(RequestHandler):
                 self._refuse_tls()
                 return
         heads = self._request_count
+        in_body = self._body is not None and not self._body.is_eof()  # these bytes continue a body
         super().data_received(data)
         if self._request_count != heads:  # the parser has one or more whole heads
             self._stop_head_clock()
@@ -233,7 +239,7 @@ class GuardedHandler(RequestHandler):
                     self._arm_body_clock()
         elif self._head_timer is not None:
             self._head_started = True  # the first request's head: still due from the connection's start
-        elif self._body is None or self._body.is_eof():  # not more of a body: the start of the next head
+        elif not in_body:  # the start of the next request's head
             self._start_head_clock(started=True)
 
     def pause_writing(self) -> None:
@@ -263,7 +269,7 @@ class GuardedHandler(RequestHandler):
         deadline = self._loop.time() + self._limits.header
         self._head_count = self._request_count
         self._head_started = started
-        self._head_timer = self._loop.call_at(deadline, self._head_overdue)
+        self._head_timer = self._loop.call_at(deadline, self._head_overdue, deadline)
         # aiohttp's keep-alive clock must not close a connection while its head is due
         self._next_keepalive_close_time = max(self._next_keepalive_close_time, deadline + 1)
 
@@ -272,9 +278,12 @@ class GuardedHandler(RequestHandler):
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_overdue(self) -> None:
+    def _head_overdue(self, due: float) -> None:
         self._head_timer = None
         if self._request_count != self._head_count or self.transport is None or self._force_close:
+            return
+        if self._late(due):
+            self._head_timer = self._loop.call_later(LATE_SECONDS, self._head_overdue, math.inf)
             return
         # a connection that never said anything is routine (port checks, preconnecting clients)
         log.log(logging.INFO if self._head_started else logging.DEBUG,
@@ -282,16 +291,24 @@ class GuardedHandler(RequestHandler):
                 self.peer, self._limits.header)
         self.force_close()
 
+    def _late(self, due: float) -> bool:
+        """Whether a timer due then fired so late that the loop may not have read what came meanwhile."""
+        return self._loop.time() > due + LATE_SECONDS
+
     # -- the body clock ----------------------------------------------------------------------------
 
     def _arm_body_clock(self) -> None:
         if self._body_timer is None and self.transport is not None:
-            self._body_timer = self._loop.call_at(self._last_io + self._limits.body, self._body_overdue)
+            due = self._last_io + self._limits.body
+            self._body_timer = self._loop.call_at(due, self._body_overdue, due)
 
-    def _body_overdue(self) -> None:
+    def _body_overdue(self, due: float) -> None:
         self._body_timer = None
         transport = self.transport
         if transport is None or self._force_close:
+            return
+        if self._late(due):
+            self._body_timer = self._loop.call_later(LATE_SECONDS, self._body_overdue, math.inf)
             return
         receiving = self._body is not None and not self._body.is_eof()
         sending = self._paused
@@ -318,6 +335,12 @@ class GuardedHandler(RequestHandler):
         if isinstance(exc, ConnectionError) and self.transport is None:
             # the connection is gone (the client left, or a deadline closed it): no one to answer, no traceback
             raise exc
+        if isinstance(exc, HttpProcessingError):  # a malformed request: the client's mistake, one line
+            why = (message or str(exc) or "Bad Request")[:200]
+            log.info("refused a malformed request from %s: %s", self.peer, why)
+            answer = web.Response(status=status, text=why, content_type="text/plain")
+            answer.force_close()
+            return answer
         return super().handle_error(request, status, exc, message)
 
     # -- unread bodies and the wrong protocol --------------------------------------------------------
@@ -344,7 +367,10 @@ class GuardedSite(web.BaseSite):
     for each, and on TLS a look at the first bytes before the handshake (see the module docstring)."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, limits: ConnectionLimits,
-                 ssl_context: ssl.SSLContext | None = None, backlog: int = 128) -> None:
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = socket.SOMAXCONN) -> None:
+        """backlog: connections the kernel holds for accepting, as Go's listeners take (the system's
+        somaxconn caps it): when the limit is reached, newcomers wait there rather than see their
+        connection attempt dropped and retried a second later."""
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host = host
         self._port = port

@@ -23,7 +23,8 @@ MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 REFERENCE_BATCH = 64
 #: a manifest naming unknown content is refused with at most this many of them listed (and looked for)
 MAX_MISSING_LISTED = 100
-#: manifests at least this big are hashed and parsed in a worker thread, so that the event loop keeps turning
+#: manifests at least this big are hashed and parsed in a worker thread, one at a time: parsing holds
+#: Python's GIL, and the event loop keeps its turns only while few threads compete for it
 OFF_LOOP_BYTES = 256 * 1024
 #: manifests are immutable by digest, so their bytes can be cached without invalidation
 MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
@@ -178,6 +179,7 @@ class ManifestStore:
         self.blobs = blobs
         self._cache: OrderedDict[Digest, Manifest] = OrderedDict()
         self._cache_bytes = 0
+        self._parsing = asyncio.Semaphore(1)
 
     async def put(
         self, name: str, reference: str, body: bytes, content_type: str | None, extra_tags: Sequence[str] = (),
@@ -191,8 +193,9 @@ class ManifestStore:
         expected = Digest.parse(reference) if is_digest(reference) else None
         tags = [check_tag(t) for t in extra_tags] if expected else [check_tag(reference)]
         if len(body) >= OFF_LOOP_BYTES:
-            manifest = await asyncio.get_running_loop().run_in_executor(
-                None, _identify, body, content_type, expected)
+            async with self._parsing:
+                manifest = await asyncio.get_running_loop().run_in_executor(
+                    None, _identify, body, content_type, expected)
         else:
             manifest = _identify(body, content_type, expected)
         digest = manifest.digest

@@ -29,7 +29,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .base import FileInfo, PathNotFound, StorageBackend, StorageError, Writer, check_path
+from .base import FileInfo, PathNotFound, StorageBackend, StorageError, StorageFull, Writer, check_path
 
 MIN_PART = 5 << 20
 MAX_PART = 5 << 30
@@ -126,6 +126,8 @@ class S3Backend(StorageBackend):
         except ClientError as exc:
             if _is_missing(exc):  # also an object another process deleted between two calls of ours
                 raise PathNotFound(str(kwargs.get("Key", ""))) from None
+            if _is_full(exc):
+                raise StorageFull(str(kwargs.get("Key", self.bucket)), f"S3 {fn.__name__}: {exc}") from None
             raise StorageError(f"S3 {fn.__name__} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 {fn.__name__} failed: {exc}") from exc
@@ -482,6 +484,15 @@ class S3Backend(StorageBackend):
         if count == 0:
             return b""
         return b"".join([chunk async for chunk in self._read_range(piece.key, start, count)])
+
+
+#: what S3-compatible stores answer when a bucket or quota is full (MinIO, Ceph RGW); AWS has no such limit
+FULL_CODES = ("XMinioStorageFull", "QuotaExceeded", "InsufficientStorage")
+
+
+def _is_full(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {}).get("Code", "")
+    return error in FULL_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 507
 
 
 def _is_missing(exc: ClientError) -> bool:

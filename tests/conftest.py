@@ -94,17 +94,20 @@ def make_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
 
     backend="s3" stores in a fresh bucket; to share a store, pass another server's root and config.
     With `http.tls` in config the server is probed (and its url is) https; probe_cert is the
-    (certificate, key) the probe presents when `http.tls.clientcas` requires one.
+    (certificate, key) the probe presents when `http.tls.clientcas` requires one. descriptor_limit
+    starts it with that RLIMIT_NOFILE, as on a host with few descriptors.
     """
     started: list[RegistryServer] = []
 
     def make(root: Path | None = None, config: dict | None = None, args: list[str] | None = None,
-             backend: str = "filesystem", probe_cert: tuple[str, str] | None = None) -> RegistryServer:
+             backend: str = "filesystem", probe_cert: tuple[str, str] | None = None,
+             descriptor_limit: int | None = None) -> RegistryServer:
         index = len(started)
         if backend == "s3":
             config = s3_registry_config(request.getfixturevalue("moto"), config)
         server = RegistryServer(root or tmp_path / f"data{index}", tmp_path / f"server{index}.log", config, args)
         server.probe_cert = probe_cert
+        server.descriptor_limit = descriptor_limit
         started.append(server)
         return server.start()
 

@@ -26,10 +26,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-FaultKind = Literal["internal-error", "slow-down", "reset", "stall", "truncate"]
+FaultKind = Literal["internal-error", "slow-down", "reset", "stall", "truncate", "storage-full"]
 #: all but "truncate" fail before S3 sees the request; "truncate" forwards it, then
-#: sends the response's headers and half its body before closing the connection
-FAULT_KINDS: tuple[FaultKind, ...] = ("internal-error", "slow-down", "reset", "stall", "truncate")
+#: sends the response's headers and half its body before closing the connection;
+#: "storage-full" is what MinIO answers when its disks (or the bucket's quota) are full
+FAULT_KINDS: tuple[FaultKind, ...] = ("internal-error", "slow-down", "reset", "stall", "truncate", "storage-full")
 
 #: headers that belong to one connection, not to the request or response
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
@@ -236,6 +237,10 @@ class S3FaultProxy:
                 elif fault == "slow-down":
                     self._reply(503, "Slow Down", [("Content-Type", "application/xml")],
                                 error_body("SlowDown", "Please reduce your request rate."))
+                elif fault == "storage-full":
+                    self._reply(507, "Insufficient Storage", [("Content-Type", "application/xml")],
+                                error_body("XMinioStorageFull", "Storage backend has reached its minimum free "
+                                           "drive threshold. Please delete a few objects to proceed."))
                 else:
                     self._forward(body, truncate=fault == "truncate")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -41,6 +42,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         #: (certificate, key) the readiness probe presents to a server that requires client certificates
         self.probe_cert: tuple[str, str] | None = None
+        #: RLIMIT_NOFILE (soft and hard: the server cannot raise it) for a host with few descriptors
+        self.descriptor_limit: int | None = None
 
     @property
     def tls_ca(self) -> str | None:
@@ -65,7 +68,10 @@ class ServerProcess:
         if not self.port:
             self.port = free_port()
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env())
+        limit = self.descriptor_limit
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+                                     preexec_fn=None if limit is None else
+                                     lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -502,6 +502,23 @@ def test_delete_by_digest_removes_manifest_and_tags(client: RegistryClient) -> N
     assert client.push_manifest(repo, "again", body).status_code == 201
 
 
+def test_repository_whose_only_manifest_was_deleted(client: RegistryClient) -> None:
+    """It still links its blobs, so it is known alike on every backend (the filesystem keeps empty
+    directories, S3 has none): its manifests are MANIFEST_UNKNOWN, as clients expect, its blobs are
+    served, and having no manifest it has no tag list (NAME_UNKNOWN, as for one that never had one)."""
+    repo = unique_repo()
+    layer = uuid.uuid4().bytes * 64
+    digest, _ = client.push_image(repo, "v1", [layer])
+    assert client.request("DELETE", f"/v2/{repo}/manifests/{digest}").status_code == 202
+    for method in ("GET", "HEAD", "DELETE"):
+        for reference in (digest, "v1"):
+            assert_error(client.request(method, f"/v2/{repo}/manifests/{reference}"), 404, "MANIFEST_UNKNOWN")
+    assert client.request("HEAD", f"/v2/{repo}/blobs/{digest_of(layer)}").status_code == 200
+    assert_error(client.request("GET", f"/v2/{repo}/tags/list"), 404, "NAME_UNKNOWN")
+    assert client.push_manifest(repo, "v1", json.dumps(image_manifest(client, repo)).encode()).status_code == 201
+    assert client.request("GET", f"/v2/{repo}/tags/list").json()["tags"] == ["v1"]
+
+
 def test_delete_by_tag_only_untags(client: RegistryClient) -> None:
     """Deleting a tag leaves the manifest, and its other tags, in place."""
     repo = unique_repo()

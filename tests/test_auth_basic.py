@@ -26,6 +26,7 @@ from .store_view import blob_path, layer_link_path, uploads_path
 
 REALM = "test-realm"
 PASSWORDS = {user: f"{user}-{uuid.uuid4().hex}" for user in ("alice", "carol", "frank", "dave")}
+PASSWORDS["lena"] = "l" * 40 + uuid.uuid4().hex  # 72 bytes: bcrypt's most
 ACCESS = {
     "groups": {"devs": ["carol", "frank"]},
     "rules": [
@@ -299,6 +300,22 @@ def test_referrers_require_pull(user: Callable[[str], RegistryClient], anonymous
     assert_denied(user("dave").request("GET", path))
     assert_denied(user("carol").request("GET", path))
     assert_challenged(anonymous.request("GET", path))
+
+
+def test_passwords_beyond_bcrypt_s_72_bytes_are_read_as_apache_reads_them(server: RegistryServer) -> None:
+    """Only the first 72 bytes count, as with Apache's htpasswd; a long wrong password is a failed
+    login like any other (401, and counted towards the limit), never a 500."""
+    address = fresh_address()
+    assert client_for(server.url, auth=("lena", PASSWORDS["lena"] + "-ignored"),
+                      address=address).request("GET", "/v2/").status_code == 200
+    for length in (73, 1000, 5000):  # longer: aiohttp refuses headers over 8 KiB itself
+        wrong = client_for(server.url, auth=("lena", "x" * length), address=address)
+        assert_challenged(wrong.request("GET", "/v2/"))
+    for _ in range(7):
+        assert_challenged(client_for(server.url, auth=("alice", "y" * 200), address=address).request("GET", "/v2/"))
+    limited = client_for(server.url, auth=("lena", PASSWORDS["lena"]), address=address).request("GET", "/v2/")
+    assert_error(limited, 429, "TOOMANYREQUESTS")
+    assert "Traceback" not in server.log_path.read_text()
 
 
 def test_failed_logins_are_limited_per_client(server: RegistryServer) -> None:

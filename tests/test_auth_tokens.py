@@ -258,6 +258,22 @@ def test_wrong_credentials_at_the_token_endpoint(builtin: RegistryServer) -> Non
     assert "token" not in r.json()
 
 
+def test_long_passwords_at_the_token_endpoint(builtin: RegistryServer) -> None:
+    """Passwords beyond bcrypt's 72 bytes, by Basic and by the password grant: 401, counted, never a 500."""
+    address = fresh_address()
+    scope = [f"repository:{unique_repo('shared')}:pull"]
+    for length in (73, 5000):
+        assert_error(login(builtin, scope, auth=("alice", "x" * length), address=address), 401, "UNAUTHORIZED")
+        r = client_for(builtin.url, address=address).session.post(
+            realm(builtin), data={"grant_type": "password", "username": "alice", "password": "x" * length,
+                                  "service": SERVICE, "scope": scope[0]}, timeout=30)
+        assert_error(r, 401, "UNAUTHORIZED")
+    for _ in range(6):
+        assert_error(login(builtin, scope, auth=("alice", "y" * 100), address=address), 401, "UNAUTHORIZED")
+    assert_error(login(builtin, scope, auth=("alice", PASSWORDS["alice"]), address=address), 429, "TOOMANYREQUESTS")
+    assert "Traceback" not in builtin.log_path.read_text()
+
+
 def test_failed_logins_at_the_token_endpoint_are_limited(builtin: RegistryServer) -> None:
     address = fresh_address()
     scope = [f"repository:{unique_repo('shared')}:pull"]
@@ -444,6 +460,16 @@ def _es256_header_on_rs256(issuer: Issuer, access: list[dict[str, Any]]) -> str:
     return f"{encoded}.{claims}.{signature}"
 
 
+def _signed_es256(issuer: Issuer, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """A token with a header PyJWT would refuse to write, signed with the trusted EC key."""
+    def encode(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    signing_input = f"{encode(json.dumps(header).encode())}.{encode(json.dumps(claims).encode())}"
+    algorithm = jwt.algorithms.ECAlgorithm(jwt.algorithms.ECAlgorithm.SHA256)
+    return f"{signing_input}.{encode(algorithm.sign(signing_input.encode(), issuer.ec_key))}"
+
+
 #: tokens the registry must not honour, made for (issuer, access)
 BAD_TOKENS: dict[str, Callable[[Issuer, list[dict[str, Any]]], str]] = {
     "expired": lambda i, a: i.rs256(a, exp=_now() - 120, iat=_now() - 600, nbf=_now() - 600),
@@ -467,6 +493,17 @@ BAD_TOKENS: dict[str, Callable[[Issuer, list[dict[str, Any]]], str]] = {
     "x5c not a list": lambda i, a: _x5c(i, a, der64(i.leaf)),
     "x5c of numbers": lambda i, a: _x5c(i, a, [1, 2]),
     "ES256 header, RSA leaf": _es256_header_on_rs256,
+    # claims of the wrong types: a 401, as Distribution (which cannot decode them) answers, never a 500
+    "access a string": lambda i, a: i.rs256("repository:x:pull"),  # type: ignore[arg-type]
+    "access a number": lambda i, a: i.rs256(5),  # type: ignore[arg-type]
+    "access of numbers": lambda i, a: i.rs256([1, 2]),  # type: ignore[list-item]
+    "actions a string": lambda i, a: i.rs256([{**a[0], "actions": "pull,push"}]),
+    "actions of numbers": lambda i, a: i.rs256([{**a[0], "actions": [1]}]),
+    "name a list": lambda i, a: i.rs256([{**a[0], "name": [a[0]["name"]]}]),
+    "sub a list": lambda i, a: i.rs256(a, sub=["ext-user"]),
+    "kid a list": lambda i, a: _signed_es256(i, {"alg": "ES256", "typ": "JWT", "kid": ["ec-1"]}, i.claims(a)),
+    "exp a string": lambda i, a: i.rs256(a, exp="tomorrow"),
+    "nbf a list": lambda i, a: i.rs256(a, nbf=[1]),
 }
 
 

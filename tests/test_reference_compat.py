@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .client import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient, digest_of, error_codes
+from .client import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient, \
+    descriptor, digest_of, error_codes
 from .oci_layout import ACCEPT_ALL, Layout, assert_same_image, copy, multi_arch_index, small_image
 from .servers import MakeRegistry, ReferenceRegistry, RegistryServer
 
@@ -245,3 +246,28 @@ def test_upload_started_by_reference_finished_by_us(
     assert r.status_code == 200
     assert r.content == data
     assert r.headers["Docker-Content-Digest"] == digest
+
+
+def test_reference_serves_a_manifest_whose_pushed_type_we_keep(
+    make_reference: MakeReference, make_registry: MakeRegistry, tmp_path: Path
+) -> None:
+    """A manifest without mediaType pushed with a Docker Content-Type: the file this registry keeps its
+    type in (beside the revision link) does not disturb Distribution, which serves the same bytes."""
+    root = tmp_path / "shared"
+    ours = make_registry(root=root)
+    client = RegistryClient(ours.url)
+    repo = "compat/typed"
+    config, layer = b'{"architecture": "amd64", "os": "linux"}', random.randbytes(2000)
+    client.push_blob(repo, config)
+    client.push_blob(repo, layer)
+    body = json.dumps({"schemaVersion": 2, "config": descriptor(DOCKER_CONFIG, config),
+                       "layers": [descriptor(DOCKER_LAYER, layer)]}).encode()
+    assert client.push_manifest(repo, "v1", body, DOCKER_MANIFEST).status_code == 201
+    ours.stop()
+
+    reference = RegistryClient(make_reference(root).url)
+    for path in (f"/v2/{repo}/manifests/v1", f"/v2/{repo}/manifests/{digest_of(body)}"):
+        r = reference.request("GET", path, headers={"Accept": f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"})
+        assert r.status_code == 200 and r.content == body, r.text
+    assert reference.request("GET", f"/v2/{repo}/tags/list").json()["tags"] == ["v1"]
+    assert repo in reference.request("GET", "/v2/_catalog").json()["repositories"]

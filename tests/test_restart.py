@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -13,7 +14,8 @@ import requests
 
 from registry.incoming import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS
 
-from .client import RegistryClient, digest_of, unique_repo
+from .client import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_MANIFEST, RegistryClient, descriptor, \
+    digest_of, unique_repo
 from .servers import RegistryServer
 from .store_view import incoming_data
 
@@ -187,3 +189,39 @@ def test_sigkill_leaves_no_partial_blob(make_registry: Callable[..., RegistrySer
         f"sha256/{digest[7:9]}/{digest[7:]}/data"
     ]
     assert os.path.getsize(blob_files[0]) == len(data)
+
+
+def test_pushed_media_type_outlives_a_restart(make_registry: Callable[..., RegistryServer], backend_name: str) -> None:
+    """A manifest whose body has no mediaType is served with the Content-Type it was pushed with, after a
+    restart too; the same bytes pushed elsewhere with another type are served there with that one."""
+    server = make_registry(backend=backend_name)
+    client = RegistryClient(server.url)
+    docker_repo, oci_repo = unique_repo("mediatype"), unique_repo("mediatype")
+    config, layer = b'{"architecture": "amd64", "os": "linux"}', os.urandom(1000)
+    for repo in (docker_repo, oci_repo):
+        client.push_blob(repo, config)
+        client.push_blob(repo, layer)
+    body = json.dumps({"schemaVersion": 2, "config": descriptor(DOCKER_CONFIG, config),
+                       "layers": [descriptor(DOCKER_LAYER, layer)]}).encode()
+    digest = digest_of(body)
+    assert client.push_manifest(docker_repo, "v1", body, DOCKER_MANIFEST).status_code == 201
+    assert client.push_manifest(oci_repo, "v1", body, OCI_MANIFEST).status_code == 201
+
+    def served(repo: str, reference: str, method: str = "GET") -> str:
+        r = client.request(method, f"/v2/{repo}/manifests/{reference}")
+        assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == digest, r.text
+        assert method == "HEAD" or r.content == body
+        return r.headers["Content-Type"]
+
+    for _ in range(2):
+        for reference in ("v1", digest):
+            for method in ("GET", "HEAD"):
+                assert served(docker_repo, reference, method) == DOCKER_MANIFEST
+                assert served(oci_repo, reference, method) == OCI_MANIFEST
+        server.restart()
+        client = RegistryClient(server.url)
+    # pushed again with the type the body implies, it is served with that one
+    assert client.push_manifest(docker_repo, "v2", body, OCI_MANIFEST).status_code == 201
+    server.restart()
+    client = RegistryClient(server.url)
+    assert served(docker_repo, "v1") == OCI_MANIFEST

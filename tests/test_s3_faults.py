@@ -146,6 +146,25 @@ def test_a_persistent_fault_on_a_blob_put_is_a_503_and_stores_nothing(s3: Setup,
     assert s3.audit()[digest] == data
 
 
+def test_a_full_bucket_is_a_507_and_stores_nothing(s3: Setup) -> None:
+    """A store out of room (MinIO's XMinioStorageFull) is 507 with an UNAVAILABLE envelope, as on a full
+    disk, not retried; the blob appears whole or not at all, and pushes go on once there is room."""
+    repo = unique_repo("faults")
+    data = os.urandom(6 * MiB + 7)
+    digest = digest_of(data)
+    location = s3.client.start_upload(repo)
+    s3.proxy.inject("PutObject", "storage-full", 1)
+    r = s3.client.request("PUT", location, params={"digest": digest}, data=data)
+    assert_error(r, 507, "UNAVAILABLE")
+    assert s3.proxy.faults_left() == 0
+    assert get_blob(s3.client, repo, digest).status_code == 404
+    assert digest not in s3.audit()
+    assert "storage full serving PUT" in s3.registry.log_path.read_text()
+    r = s3.client.request("PUT", location, params={"digest": digest}, data=data)
+    assert r.status_code == 201, r.text
+    assert s3.audit()[digest] == data
+
+
 @pytest.mark.parametrize("operation", ["UploadPartCopy", "UploadPart", "CompleteMultipartUpload"])
 def test_an_upload_interrupted_by_a_persistent_fault_resumes(s3: Setup, operation: str) -> None:
     """Chunks, a chunk that fails for good (503, upload unchanged), the chunk again, a finish that
