@@ -253,6 +253,39 @@ def test_manifest_naming_thousands_of_missing_blobs(make_registry: MakeRegistry)
         assert missing == [layer["digest"] for layer in layers[:100]]
 
 
+def test_a_client_that_stops_reading_is_cut_off(tmp_path: Path, make_registry: MakeRegistry) -> None:
+    """A blob GET whose client takes nothing more (over TLS, where the bytes pass through the server's
+    send buffer) is closed after http.timeouts.body rather than held for ever."""
+    import ssl
+    from registry.tls import write_self_signed
+
+    cert, key = tmp_path / "registry.crt", tmp_path / "registry.key"
+    write_self_signed(["127.0.0.1"], cert, key)
+    server = make_registry(config=hardened(tls={"certificate": str(cert), "key": str(key)}))
+    client = RegistryClient(server.url)
+    client.session.trust_env = False  # REQUESTS_CA_BUNDLE would win over verify
+    client.session.verify = str(cert)
+    repo = unique_repo("reader")
+    data = os.urandom(64 * MiB)
+    digest = client.push_blob(repo, data)
+    context = ssl.create_default_context(cafile=str(cert))
+    with context.wrap_socket(connect(server), server_hostname="127.0.0.1") as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(f"GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: registry\r\n\r\n".encode())
+        received = len(sock.recv(65536))
+        deadline = time.monotonic() + 15
+        while "took no byte of the response for 2s" not in server_log(server):
+            assert time.monotonic() < deadline, "the server waited on a client that reads nothing"
+            time.sleep(0.2)
+        sock.settimeout(10)
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except (ssl.SSLError, ConnectionError):
+            pass
+    assert received < len(data)
+
+
 def test_wrong_protocol_gets_go_s_answer_and_one_log_line(tmp_path: Path, make_registry: MakeRegistry) -> None:
     """A TLS handshake on the plain port gets Distribution's 400 and a log line saying what happened,
     not an access log line; plain HTTP on a TLS port gets "Client sent an HTTP request to an HTTPS server."."""
@@ -279,4 +312,6 @@ def test_wrong_protocol_gets_go_s_answer_and_one_log_line(tmp_path: Path, make_r
     assert answer.status_code == 400
     assert answer.text == "Client sent an HTTP request to an HTTPS server.\n"
     assert "sent plain HTTP to this TLS port" in server_log(tls)
-    assert requests.get(f"{tls.url}/v2/", verify=str(cert), timeout=10).status_code == 200
+    session = requests.Session()
+    session.trust_env = False
+    assert session.get(f"{tls.url}/v2/", verify=str(cert), timeout=10).status_code == 200
