@@ -65,8 +65,8 @@ async def delete(request: web.Request, ui: UI, viewer: Viewer, name: str) -> web
         ui.snapshots.changed()
         log.warning("web UI: %s deleted %s %s@%s", viewer.name or "anonymous", "tag" if not is_digest(reference)
                     else "manifest", name, reference)
-        try:  # its last manifest gone, a repository may be gone too (S3 keeps no empty directories)
-            await registry.manifests.check_repository(name)
+        try:  # its last manifest gone, a repository has no page (no tags) on any backend
+            await registry.manifests.check_has_manifests(name)
         except RegistryError:
             return see_other(f"/?{urlencode({'deleted': f'{name}@{reference}'})}")
         return see_other(f"{repository_url(name)}?{urlencode({'deleted': reference})}")
