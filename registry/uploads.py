@@ -145,14 +145,14 @@ class UploadStore:
         """A monolithic upload: the whole blob in one request, so no session is recorded for it
         (its client could neither resume nor cancel one). A failure leaves nothing behind, and
         neither does a crash, for long (see registry/incoming.py)."""
-        scratch = await self.incoming.scratch(name)
-        self._remember(scratch.key, _HashState(hashlib.new(digest.algorithm), 0))
-        try:
-            size = await self._append_locked(scratch, 0, body, length)
-            return await self._verify_and_adopt(scratch, digest, size)
-        except BaseException:
-            await asyncio.shield(self._discard(scratch))
-            raise
+        async with self.incoming.scratch(name) as scratch:
+            self._remember(scratch.key, _HashState(hashlib.new(digest.algorithm), 0))
+            try:
+                size = await self._append_locked(scratch, 0, body, length)
+                return await self._verify_and_adopt(scratch, digest, size)
+            except BaseException:
+                await asyncio.shield(self._discard(scratch))
+                raise
 
     async def _verify_and_adopt(self, scratch: Scratch, digest: Digest, size: int) -> int:
         state = self._current_hash(scratch.key, size)

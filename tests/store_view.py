@@ -9,6 +9,7 @@ the view shows them as the one logical file they make up.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,9 @@ class FilesystemView(StoreView):
         return (self.root / path).stat().st_size
 
     def keys(self, prefix: str = "") -> list[str]:
-        top = self.root / prefix
-        if not top.is_dir():
-            return []
-        return sorted(p.relative_to(self.root).as_posix() for p in top.rglob("*") if p.is_file())
+        # os.walk passes over directories the server deletes meanwhile (rglob would raise)
+        return sorted((Path(directory) / name).relative_to(self.root).as_posix()
+                      for directory, _, names in os.walk(self.root / prefix) for name in names)
 
 
 class S3View(StoreView):

@@ -13,6 +13,7 @@ import json
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from .attacks import Slowloris, connect, read_response_head, run_for, wait_closed, watched, ProcessWatch
-from .client import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, RegistryClient, assert_error, descriptor, digest_of, \
-    unique_repo
+from registry.tls import write_self_signed
+
+from .attacks import ProcessWatch, Slowloris, connect, read_response_head, run_for, wait_closed, watched
+from .client import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, RegistryClient, assert_error, digest_of, unique_repo
 from .servers import RegistryServer
 from .store_view import incoming_data
 
@@ -256,9 +258,6 @@ def test_manifest_naming_thousands_of_missing_blobs(make_registry: MakeRegistry)
 def test_a_client_that_stops_reading_is_cut_off(tmp_path: Path, make_registry: MakeRegistry) -> None:
     """A blob GET whose client takes nothing more (over TLS, where the bytes pass through the server's
     send buffer) is closed after http.timeouts.body rather than held for ever."""
-    import ssl
-    from registry.tls import write_self_signed
-
     cert, key = tmp_path / "registry.crt", tmp_path / "registry.key"
     write_self_signed(["127.0.0.1"], cert, key)
     server = make_registry(config=hardened(tls={"certificate": str(cert), "key": str(key)}))
@@ -289,9 +288,6 @@ def test_a_client_that_stops_reading_is_cut_off(tmp_path: Path, make_registry: M
 def test_wrong_protocol_gets_go_s_answer_and_one_log_line(tmp_path: Path, make_registry: MakeRegistry) -> None:
     """A TLS handshake on the plain port gets Distribution's 400 and a log line saying what happened,
     not an access log line; plain HTTP on a TLS port gets "Client sent an HTTP request to an HTTPS server."."""
-    from registry.tls import write_self_signed
-    import ssl
-
     plain = make_registry()
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
