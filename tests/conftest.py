@@ -101,7 +101,7 @@ def make_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
 
     def make(root: Path | None = None, config: dict | None = None, args: list[str] | None = None,
              backend: str = "filesystem", probe_cert: tuple[str, str] | None = None,
-             descriptor_limit: int | None = None) -> RegistryServer:
+             descriptor_limit: int | tuple[int, int] | None = None) -> RegistryServer:
         index = len(started)
         if backend == "s3":
             config = s3_registry_config(request.getfixturevalue("moto"), config)

@@ -42,8 +42,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         #: (certificate, key) the readiness probe presents to a server that requires client certificates
         self.probe_cert: tuple[str, str] | None = None
-        #: RLIMIT_NOFILE (soft and hard: the server cannot raise it) for a host with few descriptors
-        self.descriptor_limit: int | None = None
+        #: RLIMIT_NOFILE for a host with few descriptors: (soft, hard), or one number for both
+        self.descriptor_limit: int | tuple[int, int] | None = None
 
     @property
     def tls_ca(self) -> str | None:
@@ -69,9 +69,10 @@ class ServerProcess:
             self.port = free_port()
         log = open(self.log_path, "ab")
         limit = self.descriptor_limit
+        limits = (limit, limit) if isinstance(limit, int) else limit
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
-                                     preexec_fn=None if limit is None else
-                                     lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
+                                     preexec_fn=None if limits is None else
+                                     lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits))
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

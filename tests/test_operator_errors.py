@@ -66,6 +66,12 @@ SECTION_MISTAKES = {
                        "proxy.cache.interval: must be greater than 0"),
     "cache-key": ({"proxy": {"remoteurl": "https://r.example", "cache": {"max_size": "1GB"}}},
                   "proxy.cache.max_size: unknown key; did you mean maxsize?"),
+    "header-timeout": ({"http": {"timeouts": {"header": "0s"}}}, "http.timeouts.header: must be greater than 0"),
+    "timeout-key": ({"http": {"timeouts": {"bodi": "5s"}}}, "http.timeouts.bodi: unknown key; did you mean body?"),
+    "connections": ({"http": {"limits": {"connections": 0}}}, "http.limits.connections: must be 1 or more"),
+    "manifestmemory": ({"http": {"limits": {"manifestmemory": "1MiB"}}},
+                       "http.limits.manifestmemory: must be 4194304 or more"),
+    "fsync": ({"storage": {"filesystem": {"fsync": "sometimes"}}}, "storage.filesystem.fsync: expected true or false"),
 }
 CONFIG_MISTAKES.update({name: (yaml.safe_dump(config), message) for name, (config, message) in SECTION_MISTAKES.items()})
 

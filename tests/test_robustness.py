@@ -85,6 +85,18 @@ def test_slowloris_cannot_exhaust_descriptors(make_registry: MakeRegistry) -> No
     assert watch.settle(baseline) <= baseline
 
 
+def test_connection_limit_fits_the_descriptor_limit(make_registry: MakeRegistry) -> None:
+    """The soft descriptor limit is raised to the hard one; where that is still too low for
+    http.limits.connections, fewer are served, and the log says so."""
+    raised = make_registry(descriptor_limit=(256, 4096))
+    limits = Path(f"/proc/{ProcessWatch(raised).pid}/limits").read_text()
+    assert any(line.startswith("Max open files") and line.split()[3:5] == ["4096", "4096"]
+               for line in limits.splitlines()), limits
+    low = make_registry(descriptor_limit=128)
+    assert ("http.limits.connections is 1000, but the descriptor limit (ulimit -n) is 128: serving at most 96 "
+            "connections") in server_log(low)
+
+
 def test_silent_and_idle_connections_are_closed(make_registry: MakeRegistry) -> None:
     """A connection that says nothing is closed at the header deadline, an idle keep-alive one at the
     keep-alive deadline; a request head completed in time is served."""
