@@ -16,3 +16,17 @@ def parse_natural(text: str, max_digits: int = MAX_DIGITS) -> int:
     if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
         raise ValueError(f"expected a whole number of at most {max_digits} digits, not {text[:40]!r}")
     return int(text)
+
+
+#: what parse_position reads a number of more significant digits than MAX_DIGITS as: past every size
+BEYOND = 10**MAX_DIGITS
+
+
+def parse_position(text: str) -> int:
+    """A byte position or count from a header (Range, Content-Range): ASCII digits of any length, where
+    one with more significant digits than any size has is BEYOND, a number past every size: so that
+    such a range is judged as HTTP says (past the end, or not the chunk's length), never a crash."""
+    if not text or not text.isascii() or not text.isdigit():
+        raise ValueError(f"expected a whole number, not {text[:40]!r}")
+    significant = text.lstrip("0")
+    return BEYOND if len(significant) > MAX_DIGITS else int(significant or "0")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 
 from aiohttp import web
 
@@ -12,7 +11,7 @@ from storage_backends import PathNotFound
 
 from .. import layout
 from ..errors import RegistryError
-from ..numbers import parse_natural
+from ..numbers import parse_position
 from ..mirror.service import Mirror
 from ..references import Digest
 from .common import mirror_for, not_modified, registry_of
@@ -44,13 +43,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def _position(digits: str) -> int | None:
-    """A byte position of a Range; more digits than any size has are past every blob's end."""
-    if not digits:
-        return None
-    try:
-        return parse_natural(digits)
-    except ValueError:
-        return sys.maxsize
+    return parse_position(digits) if digits else None
 
 
 def _unsatisfiable(size: int) -> RegistryError:
