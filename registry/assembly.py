@@ -32,6 +32,8 @@ from .gc import GarbageCollector, collect_forever
 from .mirror.config import upstreams_from_settings
 from .mirror.eviction import CacheEvictor, evict_forever
 from .mirror.service import Mirror
+from .observability import server as observability
+from .observability.storage import MeteredBackend
 from .purging import purge_forever
 from .retention import RetentionPolicy
 
@@ -82,7 +84,7 @@ def build_registry(settings: Settings, create: bool = True) -> tuple[Registry, s
     backend, where = open_backend(settings.storage, create)
     policy = Policy(delete_enabled=settings.storage.delete.enabled,
                     read_only=settings.storage.maintenance.readonly.enabled)
-    return Registry(backend, policy), where
+    return Registry(MeteredBackend(backend), policy), where
 
 
 @dataclass
@@ -108,6 +110,7 @@ def assemble(settings: Settings) -> Assembly:
     app = create_app(registry, base_url=settings.http.host, guard=guard, token_service=token_service,
                      mirror=mirror, headers=settings.http.headers, ui_enabled=settings.ui.enabled,
                      secret=settings.http.secret.get_secret_value() if settings.http.secret else None)
+    observability.setup(app, settings, registry)
     for task in _background_tasks(settings, registry, mirror):
         app.cleanup_ctx.append(task)
     return Assembly(app, registry, where, guard, mirror)

@@ -14,6 +14,7 @@ interchangeable between the two:
     docker/registry/v2/evicting/<alg>/<hex>      (ours: blob data on its way out of a mirror's cache)
     docker/registry/v2/quarantine/<alg>/<hex>    (ours: corrupt blob data `registry verify` moved aside)
     docker/registry/v2/secrets/<name>            (ours: secrets every replica on the store shares)
+    docker/registry/v2/health/<instance>         (ours: a replica's storage probe, written and deleted)
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ SET_ASIDE = f"{ROOT}/evicting"
 QUARANTINE = f"{ROOT}/quarantine"
 #: secrets generated once and shared by every replica on the store (the web UI's session key)
 SECRETS = f"{ROOT}/secrets"
+#: small objects each running replica writes, reads back and deletes to learn that the store works
+HEALTH = f"{ROOT}/health"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -59,6 +62,8 @@ def quarantine_data(digest: Digest) -> str:
 
 def secret_file(name: str) -> str:
     return f"{SECRETS}/{name}"
+def health_probe(instance: str) -> str:
+    return f"{HEALTH}/{instance}"
 
 
 def layers_dir(name: str) -> str:

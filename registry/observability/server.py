@@ -1,0 +1,88 @@
+"""Wiring observability into the server: one call for the application (setup), the runner's options,
+the debug server (http.debug.addr) and the first step of a graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..config import Settings
+from ..config.values import split_address
+from ..domain import Registry
+from .health import Health, build_health
+from .metrics import exposition
+from .traffic import RequestIds, echo_request_id, observe_middleware, observer_class
+
+log = logging.getLogger("registry")
+HEALTH_KEY = web.AppKey("health", Health)
+
+
+def setup(app: web.Application, settings: Settings, registry: Registry) -> Health:
+    """Request ids, metrics and the access log for every request; the health checks and endpoints;
+    metrics on the main port when http.debug.prometheus.mainport says so (default: without auth)."""
+    health = build_health(settings, registry)
+    app[HEALTH_KEY] = health
+    app.middlewares.insert(0, observe_middleware(RequestIds(settings.http.requestid.trustfrom)))
+    app.middlewares.append(health.gate)
+    app.on_response_prepare.append(echo_request_id)
+    app.router.add_routes(health.routes())
+    prometheus = settings.http.debug.prometheus
+    mainport = prometheus.mainport if prometheus.mainport is not None else settings.auth is None
+    if mainport:
+        app.router.add_get(prometheus.path, serve_metrics, allow_head=False)
+    app.cleanup_ctx.append(health.run_checks)
+    return health
+
+
+async def serve_metrics(request: web.Request) -> web.Response:
+    body, content_type = exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def runner_options(settings: Settings) -> dict[str, Any]:
+    """AppRunner options: metrics and access lines are written once each response has been sent."""
+    return {"access_log_class": observer_class(settings.log), "access_log": logging.getLogger("registry.access")}
+
+
+class DebugServer:
+    """http.debug.addr: /debug/health, /livez, /readyz and, with http.debug.prometheus.enabled, the
+    metrics, for monitoring on an address of their own (keep it off the public network)."""
+
+    def __init__(self, settings: Settings, health: Health) -> None:
+        self.addr = settings.http.debug.addr
+        app = web.Application()
+        app.router.add_routes(health.routes())
+        if settings.http.debug.prometheus.enabled:
+            app.router.add_get(settings.http.debug.prometheus.path, serve_metrics, allow_head=False)
+        self.runner = web.AppRunner(app, access_log=None)
+
+    async def start(self) -> None:
+        assert self.addr is not None
+        await self.runner.setup()
+        host, port = split_address(self.addr)
+        await web.TCPSite(self.runner, host, port, reuse_address=True).start()
+        log.info("debug server listening on http://%s", self.addr)
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_debug_server(app: web.Application, settings: Settings) -> DebugServer | None:
+    if not settings.http.debug.addr:
+        return None
+    server = DebugServer(settings, app[HEALTH_KEY])
+    await server.start()
+    return server
+
+
+async def leave_rotation(app: web.Application, settings: Settings) -> None:
+    """The first step at SIGTERM: /readyz answers 503 at once; requests keep being served for
+    http.shutdowndelay, so that load balancers stop sending new ones before the listener closes."""
+    app[HEALTH_KEY].draining = True
+    delay = settings.http.shutdowndelay
+    if delay:
+        log.info("shutting down: /readyz answers 503; serving for %gs more (http.shutdowndelay)", delay)
+        await asyncio.sleep(delay)
