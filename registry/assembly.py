@@ -22,7 +22,7 @@ from aiohttp import web
 from storage_backends import FilesystemBackend, MemoryBackend, StorageBackend
 from storage_backends.s3 import S3Backend, S3Settings
 
-from . import layout
+from . import events, layout
 from .api.app import create_app
 from .auth.guard import Guard
 from .auth.setup import AuthSetupError, build_auth
@@ -111,6 +111,7 @@ def assemble(settings: Settings) -> Assembly:
                      mirror=mirror, headers=settings.http.headers, ui_enabled=settings.ui.enabled,
                      secret=settings.http.secret.get_secret_value() if settings.http.secret else None)
     observability.setup(app, settings, registry)
+    events.setup(app, settings, data_dir)
     for task in _background_tasks(settings, registry, mirror):
         app.cleanup_ctx.append(task)
     return Assembly(app, registry, where, guard, mirror)

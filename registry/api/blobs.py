@@ -9,7 +9,7 @@ from aiohttp import web
 
 from storage_backends import PathNotFound
 
-from .. import layout
+from .. import events, layout
 from ..errors import RegistryError
 from ..mirror.service import Mirror
 from ..references import Digest
@@ -68,6 +68,7 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         return unchanged
     path = layout.blob_data(parsed)
     if request.method == "GET":
+        events.blob_pulled(request, name, parsed, info.size)
         url = await registry.backend.redirect_url(path)
         if url is not None:
             return web.Response(status=307, headers={**headers, "Location": url})
@@ -129,6 +130,7 @@ async def mirrored_blob(request: web.Request, mirror: Mirror, name: str, digest:
         await fill.headers_ready.wait()
         if fill.error is not None:
             raise fill.error
+        events.blob_pulled(request, name, digest, fill.size)
         response = web.StreamResponse(headers=headers)
         response.content_type = "application/octet-stream"
         if fill.size is not None:
@@ -149,4 +151,5 @@ async def delete_blob(request: web.Request, name: str, digest: str) -> web.Respo
     registry.check_deletable()
     parsed = Digest.parse(digest)
     await registry.blobs.unlink(name, parsed)
+    await events.blob_deleted(request, name, parsed)
     return web.Response(status=202, headers={"Docker-Content-Digest": str(parsed)})
