@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -53,10 +54,13 @@ class Registry:
             return
         path = layout.health_probe(instance)
         token = os.urandom(16).hex().encode()
-        await self.backend.write_bytes(path, token)
-        if await self.backend.read_bytes(path) != token:
-            raise StorageError(f"{path} read back other bytes than were written")
-        await self.backend.delete(path)
+        try:
+            await self.backend.write_bytes(path, token)
+            if await self.backend.read_bytes(path) != token:
+                raise StorageError(f"{path} read back other bytes than were written")
+        finally:  # also when the probe is given up on (a timeout): leave nothing behind
+            with contextlib.suppress(StorageError, OSError):
+                await self.backend.delete(path)
 
     async def close(self) -> None:
         await self.backend.close()

@@ -47,8 +47,7 @@ def serve(settings: Settings) -> None:
 
 
 async def _run(assembly: Assembly, settings: Settings, ssl_context: SSLContext | None) -> None:
-    runner = web.AppRunner(assembly.app, **observability.runner_options(settings),
-                           shutdown_timeout=settings.http.draintimeout)
+    runner = web.AppRunner(assembly.app, **observability.runner_options(settings))
     await runner.setup()
     host, port = settings.http.host_port
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
@@ -74,9 +73,7 @@ async def _run(assembly: Assembly, settings: Settings, ssl_context: SSLContext |
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     systemd.notify("STOPPING=1")
-    await observability.leave_rotation(assembly.app, settings)
-    log.info("stopping: requests in flight have up to %gs to finish (http.draintimeout)", settings.http.draintimeout)
-    await runner.cleanup()
+    await observability.shut_down(assembly.app, settings, runner)
     if debug_server is not None:
         await debug_server.stop()
     log.info("stopped")

@@ -108,6 +108,9 @@ class ServerProcess:
 class RegistryServer(ServerProcess):
     """This project's registry, run as `python -m registry serve`."""
 
+    #: the process answers (the API may answer 503 while a configured health check fails)
+    ready_path = "/livez"
+
     def __init__(self, root: Path, log_path: Path, config: dict | None = None, args: list[str] | None = None) -> None:
         super().__init__(root, log_path)
         self.config = config

@@ -132,6 +132,12 @@ class Health:
             raise RegistryError("UNAVAILABLE", "health check failed: please see /debug/health")
         return await handler(request)
 
+    async def close_connections_while_draining(self, request: web.BaseRequest, response: web.StreamResponse
+                                               ) -> None:
+        """From SIGTERM on, clients reconnect (through the load balancer) for their next request."""
+        if self.draining:
+            response.force_close()
+
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/debug/health", self.debug_health, allow_head=True),
                 web.get("/livez", self.livez, allow_head=True),

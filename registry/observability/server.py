@@ -14,10 +14,13 @@ from ..config.values import split_address
 from ..domain import Registry
 from .health import Health, build_health
 from .metrics import exposition
-from .traffic import RequestIds, echo_request_id, observe_middleware, observer_class
+from .traffic import InFlight, RequestIds, echo_request_id, observe_middleware, observer_class
 
 log = logging.getLogger("registry")
+#: what the runner's own shutdown waits for a request after shut_down() has drained them
+CLOSE_TIMEOUT_SECONDS = 1.0
 HEALTH_KEY = web.AppKey("health", Health)
+IN_FLIGHT_KEY = web.AppKey("in_flight", InFlight)
 
 
 def setup(app: web.Application, settings: Settings, registry: Registry) -> Health:
@@ -25,9 +28,11 @@ def setup(app: web.Application, settings: Settings, registry: Registry) -> Healt
     metrics on the main port when http.debug.prometheus.mainport says so (default: without auth)."""
     health = build_health(settings, registry)
     app[HEALTH_KEY] = health
-    app.middlewares.insert(0, observe_middleware(RequestIds(settings.http.requestid.trustfrom)))
+    app[IN_FLIGHT_KEY] = InFlight()
+    app.middlewares.insert(0, observe_middleware(RequestIds(settings.http.requestid.trustfrom), app[IN_FLIGHT_KEY]))
     app.middlewares.append(health.gate)
     app.on_response_prepare.append(echo_request_id)
+    app.on_response_prepare.append(health.close_connections_while_draining)
     app.router.add_routes(health.routes())
     prometheus = settings.http.debug.prometheus
     mainport = prometheus.mainport if prometheus.mainport is not None else settings.auth is None
@@ -43,8 +48,10 @@ async def serve_metrics(request: web.Request) -> web.Response:
 
 
 def runner_options(settings: Settings) -> dict[str, Any]:
-    """AppRunner options: metrics and access lines are written once each response has been sent."""
-    return {"access_log_class": observer_class(settings.log), "access_log": logging.getLogger("registry.access")}
+    """AppRunner options: metrics and access lines are written once each response has been sent;
+    requests in flight are drained by shut_down() before the runner's cleanup."""
+    return {"access_log_class": observer_class(settings.log), "access_log": logging.getLogger("registry.access"),
+            "shutdown_timeout": CLOSE_TIMEOUT_SECONDS}
 
 
 class DebugServer:
@@ -78,11 +85,22 @@ async def start_debug_server(app: web.Application, settings: Settings) -> DebugS
     return server
 
 
-async def leave_rotation(app: web.Application, settings: Settings) -> None:
-    """The first step at SIGTERM: /readyz answers 503 at once; requests keep being served for
-    http.shutdowndelay, so that load balancers stop sending new ones before the listener closes."""
+async def shut_down(app: web.Application, settings: Settings, runner: web.AppRunner) -> None:
+    """At SIGTERM: /readyz answers 503 at once and every response closes its connection; requests
+    keep being served for http.shutdowndelay, so that load balancers stop sending new ones before the
+    listener closes; then requests in flight get http.draintimeout to finish, their bodies still read
+    (aiohttp's own shutdown stops reading request bodies, which would cut uploads off)."""
     app[HEALTH_KEY].draining = True
     delay = settings.http.shutdowndelay
     if delay:
         log.info("shutting down: /readyz answers 503; serving for %gs more (http.shutdowndelay)", delay)
         await asyncio.sleep(delay)
+    log.info("stopping: requests in flight have up to %gs to finish (http.draintimeout)", settings.http.draintimeout)
+    for site in list(runner.sites):
+        await site.stop()
+    in_flight = app[IN_FLIGHT_KEY]
+    try:
+        await asyncio.wait_for(in_flight.idle(), settings.http.draintimeout)
+    except asyncio.TimeoutError:
+        log.warning("%d request(s) still in flight after http.draintimeout; cutting them off", in_flight.count)
+    await runner.cleanup()

@@ -8,6 +8,7 @@ sizes cover the whole body, a blob sent with sendfile included.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
@@ -56,6 +57,27 @@ class Observed:
         self.active.clear()
 
 
+class InFlight:
+    """Requests in flight in this process, from the middleware until their response is sent."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def inc(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def dec(self) -> None:
+        self.count -= 1
+        if self.count <= 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
 class RequestIds:
     """X-Request-Id from clients in trusted networks (a proxy, a load balancer), else a new uuid."""
 
@@ -91,7 +113,8 @@ def route_name(request: web.BaseRequest) -> tuple[str, dict[str, str]]:
     return info.route.resource.canonical, {}
 
 
-def observe_middleware(ids: RequestIds) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def observe_middleware(ids: RequestIds, in_flight: InFlight
+                       ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = ids.of(request)
@@ -99,6 +122,7 @@ def observe_middleware(ids: RequestIds) -> Callable[[web.Request, Handler], Awai
         route, params = route_name(request)
         observed = Observed(request_id, route, params, perf_counter())
         request[OBSERVED_KEY] = observed
+        _start(observed, in_flight)
         _start(observed, metrics.HTTP_IN_FLIGHT.labels(route))
         if (route, request.method) in _UPLOAD_DATA or (route == "blob_upload" and "digest" in request.query):
             _start(observed, metrics.UPLOADS_IN_PROGRESS)
@@ -111,7 +135,7 @@ def observe_middleware(ids: RequestIds) -> Callable[[web.Request, Handler], Awai
     return observe
 
 
-def _start(observed: Observed, gauge: Gauge) -> None:
+def _start(observed: Observed, gauge: Gauge | InFlight) -> None:
     gauge.inc()
     observed.active.append(gauge)
 
