@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import requests
@@ -29,6 +30,17 @@ class Samples:
 
     def __contains__(self, name: str) -> bool:
         return name in self.samples
+
+
+def scrape_after(url: str, name: str, minimum: float, timeout: float = 10, path: str = "/metrics",
+                 **labels: str) -> Samples:
+    """A scrape in which `name` (with labels) has reached minimum: a request is counted once its
+    answer has been sent, which may be a moment after the client has it."""
+    deadline = time.monotonic() + timeout
+    while (samples := scrape(url, path)).value(name, **labels) < minimum:
+        assert time.monotonic() < deadline, f"{name}{labels} below {minimum} after {timeout}s"
+        time.sleep(0.05)
+    return samples
 
 
 def scrape(url: str, path: str = "/metrics") -> Samples:

@@ -94,6 +94,14 @@ class ServerProcess:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def logged(self, text: str, timeout: float = 10) -> str:
+        """The server's log once it holds `text` (a request's access line is written after its answer)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log_path.read_text()):
+            assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s"
+            time.sleep(0.05)
+        return log
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -17,7 +17,7 @@ import yaml
 
 from .auth_helpers import client_for, fresh_address, write_htpasswd
 from .client import Image, RegistryClient, digest_of, fetch_blob, unique_repo
-from .scrape import Samples, scrape
+from .scrape import Samples, scrape, scrape_after
 from .servers import MakeRegistry, RegistryServer, free_port
 
 MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
@@ -51,16 +51,17 @@ def test_counters_move_as_requests_are_made(registry: RegistryServer) -> None:
     layer = image.layers[0]
     assert client.request("HEAD", f"/v2/{repo}/blobs/{digest_of(layer)}").status_code == 200
     assert fetch_blob(client, repo, digest_of(layer)).content == layer
-    after = scrape(registry.url)
-
     requests_total = "registry_http_requests_total"
+    blob_get = "307" if registry.redirects else "200"
+    after = scrape_after(registry.url, requests_total, before.value(requests_total, handler="blob", code=blob_get) + 1,
+                         handler="blob", code=blob_get)
+
     assert moved(before, after, requests_total, handler="manifest", method="GET", code="200") == 3
     assert moved(before, after, requests_total, handler="manifest", method="GET", code="404") == 1
     assert moved(before, after, requests_total, handler="manifest", method="PUT", code="201") == 1
     assert moved(before, after, requests_total, handler="blob_upload", method="POST", code="202") == 2
     assert moved(before, after, requests_total, handler="blob_upload_chunk", method="PUT", code="201") == 2
     assert moved(before, after, requests_total, handler="blob", method="HEAD", code="200") == 1
-    blob_get = "307" if registry.redirects else "200"
     assert moved(before, after, requests_total, handler="blob", method="GET", code=blob_get) == 1
     assert moved(before, after, "registry_http_request_duration_seconds_count", handler="manifest", method="GET") == 4
     blob_bytes = sum(len(b) for b in image.blobs.values())
@@ -89,7 +90,8 @@ def test_uploads_in_progress_and_cancelled(registry: RegistryServer) -> None:
     location = client.start_upload(repo)
     r = client.request("PUT", location, params={"digest": digest_of(b"other bytes")}, data=b"these bytes")
     assert r.status_code == 400
-    after = scrape(registry.url)
+    failed = before.value("registry_uploads_finished_total", result="failed")
+    after = scrape_after(registry.url, "registry_uploads_finished_total", failed + 1, result="failed")
     assert moved(before, after, "registry_uploads_finished_total", result="cancelled") == 1
     assert moved(before, after, "registry_uploads_finished_total", result="failed") == 1
     assert after.value("registry_uploads_in_progress") == 0
@@ -134,7 +136,8 @@ def test_debug_server_and_the_main_port_switch(make_registry: MakeRegistry, tmp_
     bad = client_for(registry.url, auth=("alice", "wrong"), address=fresh_address())
     statuses = [bad.request("GET", "/v2/").status_code for _ in range(11)]
     assert statuses == [401] * 10 + [429]
-    after = scrape(debug, "/prom")
+    limited = before.value("registry_auth_attempts_total", result="ratelimited")
+    after = scrape_after(debug, "registry_auth_attempts_total", limited + 1, path="/prom", result="ratelimited")
     assert moved(before, after, "registry_auth_attempts_total", result="success") == 1
     assert moved(before, after, "registry_auth_attempts_total", result="failure") == 10
     assert moved(before, after, "registry_auth_attempts_total", result="ratelimited") == 1
