@@ -47,7 +47,7 @@ def serve(settings: Settings) -> None:
 
 
 async def _run(assembly: Assembly, settings: Settings, ssl_context: SSLContext | None) -> None:
-    runner = web.AppRunner(assembly.app, **observability.runner_options(settings))
+    runner = web.AppRunner(assembly.app, **observability.runner_options(assembly.app, settings))
     await runner.setup()
     host, port = settings.http.host_port
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)

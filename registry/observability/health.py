@@ -27,7 +27,6 @@ from aiohttp import web
 
 from ..config import schema
 from ..domain import Registry
-from ..errors import RegistryError
 from ..config.values import split_address
 
 log = logging.getLogger("registry.health")
@@ -123,20 +122,6 @@ class Health:
         if reasons:
             return web.json_response({"ready": False, "reasons": reasons}, status=503)
         return web.json_response({"ready": True})
-
-    @web.middleware
-    async def gate(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                   ) -> web.StreamResponse:
-        """While a check fails, the registry API answers 503, as Distribution's does."""
-        if self.checks and request.path.startswith("/v2") and self.failing:
-            raise RegistryError("UNAVAILABLE", "health check failed: please see /debug/health")
-        return await handler(request)
-
-    async def close_connections_while_draining(self, request: web.BaseRequest, response: web.StreamResponse
-                                               ) -> None:
-        """From SIGTERM on, clients reconnect (through the load balancer) for their next request."""
-        if self.draining:
-            response.force_close()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/debug/health", self.debug_health, allow_head=True),

@@ -15,12 +15,13 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
+
+from .stats import Counters, Gauges, Histograms, Stats
 
 disable_created_metrics()  # Distribution's metrics have no *_created series, and they double the output
 REGISTRY = CollectorRegistry()
@@ -30,40 +31,38 @@ PlatformCollector(registry=REGISTRY)
 #: Distribution's (docker/go-metrics) buckets
 DURATION_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 25, 60)
 SIZE_BUCKETS = tuple(1024.0 * 2 ** i for i in range(22))  # 1 KiB to 2 GiB
+STORAGE_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)  # prometheus' defaults, as Distribution's
 
-# -- HTTP (Distribution's names and labels) -----------------------------------------------------
+# -- HTTP (Distribution's names and labels), storage and uploads: updated by every request, so kept in
+# stats.py's lock-free families; label order is the order the values are given in
 
-HTTP_REQUESTS = Counter("registry_http_requests", "Total number of HTTP requests made.",
-                        ["handler", "code", "method"], registry=REGISTRY)
-HTTP_DURATION = Histogram("registry_http_request_duration_seconds", "The HTTP request latencies in seconds.",
-                          ["handler", "method"], buckets=DURATION_BUCKETS, registry=REGISTRY)
-HTTP_IN_FLIGHT = Gauge("registry_http_in_flight_requests", "The in-flight HTTP requests",
-                       ["handler"], registry=REGISTRY)
-HTTP_REQUEST_SIZE = Histogram("registry_http_request_size_bytes", "The HTTP request sizes in bytes.",
-                              ["handler"], buckets=SIZE_BUCKETS, registry=REGISTRY)
-HTTP_RESPONSE_SIZE = Histogram("registry_http_response_size_bytes", "The HTTP response sizes in bytes.",
-                               ["handler"], buckets=SIZE_BUCKETS, registry=REGISTRY)
-RECEIVED_BYTES = Counter("registry_http_received_bytes", "Request body bytes received, by route",
-                         ["handler"], registry=REGISTRY)
-SENT_BYTES = Counter("registry_http_sent_bytes", "Response body bytes sent (sendfile included), by route",
-                     ["handler"], registry=REGISTRY)
-
-# -- storage (Distribution's) --------------------------------------------------------------------
-
-STORAGE_ACTION = Histogram("registry_storage_action_seconds", "The number of seconds that the storage action takes",
-                           ["driver", "action"], registry=REGISTRY)
-
-# -- uploads -------------------------------------------------------------------------------------
-
-UPLOADS_IN_PROGRESS = Gauge("registry_uploads_in_progress",
-                            "Requests streaming upload data into this process right now (PATCH, PUT, POST with "
-                            "a body)", registry=REGISTRY)
-UPLOADS_FINISHED = Counter("registry_uploads_finished",
-                           "Blob uploads finished, by result (completed: the blob is stored; cancelled: DELETE "
-                           "of the upload; failed: the finishing request was refused, e.g. a digest mismatch)",
-                           ["result"], registry=REGISTRY)
+HTTP_REQUESTS = Counters("registry_http_requests", "Total number of HTTP requests made.",
+                         ["handler", "method", "code"])
+HTTP_DURATION = Histograms("registry_http_request_duration_seconds", "The HTTP request latencies in seconds.",
+                           ["handler", "method"], DURATION_BUCKETS)
+HTTP_IN_FLIGHT = Gauges("registry_http_in_flight_requests", "The in-flight HTTP requests", ["handler"])
+HTTP_REQUEST_SIZE = Histograms("registry_http_request_size_bytes", "The HTTP request sizes in bytes.",
+                               ["handler"], SIZE_BUCKETS)
+HTTP_RESPONSE_SIZE = Histograms("registry_http_response_size_bytes", "The HTTP response sizes in bytes.",
+                                ["handler"], SIZE_BUCKETS)
+RECEIVED_BYTES = Counters("registry_http_received_bytes", "Request body bytes received, by route", ["handler"])
+SENT_BYTES = Counters("registry_http_sent_bytes", "Response body bytes sent (sendfile included), by route",
+                      ["handler"])
+#: Distribution's
+STORAGE_ACTION = Histograms("registry_storage_action_seconds", "The number of seconds that the storage action takes",
+                            ["driver", "action"], STORAGE_BUCKETS)
+UPLOADS_IN_PROGRESS = Gauges("registry_uploads_in_progress",
+                             "Requests streaming upload data into this process right now (PATCH, PUT, POST with "
+                             "a body)")
+UPLOADS_FINISHED = Counters("registry_uploads_finished",
+                            "Blob uploads finished, by result (completed: the blob is stored; cancelled: DELETE "
+                            "of the upload; failed: the finishing request was refused, e.g. a digest mismatch)",
+                            ["result"])
 for _result in ("completed", "cancelled", "failed"):
-    UPLOADS_FINISHED.labels(_result)
+    UPLOADS_FINISHED.inc((_result,), 0)
+UPLOADS_IN_PROGRESS.inc((), 0)
+REGISTRY.register(Stats(HTTP_REQUESTS, HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUEST_SIZE, HTTP_RESPONSE_SIZE,
+                        RECEIVED_BYTES, SENT_BYTES, STORAGE_ACTION, UPLOADS_IN_PROGRESS, UPLOADS_FINISHED))
 
 # -- garbage collection and upload purging --------------------------------------------------------
 

@@ -14,13 +14,14 @@ from ..config.values import split_address
 from ..domain import Registry
 from .health import Health, build_health
 from .metrics import exposition
-from .traffic import InFlight, RequestIds, echo_request_id, observe_middleware, observer_class
+from .traffic import InFlight, RequestIds, observe_middleware, observer_class, response_hook
 
 log = logging.getLogger("registry")
 #: what the runner's own shutdown waits for a request after shut_down() has drained them
 CLOSE_TIMEOUT_SECONDS = 1.0
 HEALTH_KEY = web.AppKey("health", Health)
 IN_FLIGHT_KEY = web.AppKey("in_flight", InFlight)
+REQUEST_IDS_KEY = web.AppKey("request_ids", RequestIds)
 
 
 def setup(app: web.Application, settings: Settings, registry: Registry) -> Health:
@@ -29,10 +30,9 @@ def setup(app: web.Application, settings: Settings, registry: Registry) -> Healt
     health = build_health(settings, registry)
     app[HEALTH_KEY] = health
     app[IN_FLIGHT_KEY] = InFlight()
-    app.middlewares.insert(0, observe_middleware(RequestIds(settings.http.requestid.trustfrom), app[IN_FLIGHT_KEY]))
-    app.middlewares.append(health.gate)
-    app.on_response_prepare.append(echo_request_id)
-    app.on_response_prepare.append(health.close_connections_while_draining)
+    app[REQUEST_IDS_KEY] = RequestIds(settings.http.requestid.trustfrom)
+    app.middlewares.insert(0, observe_middleware(app[REQUEST_IDS_KEY], app[IN_FLIGHT_KEY], health))
+    app.on_response_prepare.append(response_hook(health))
     app.router.add_routes(health.routes())
     prometheus = settings.http.debug.prometheus
     mainport = prometheus.mainport if prometheus.mainport is not None else settings.auth is None
@@ -47,10 +47,11 @@ async def serve_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def runner_options(settings: Settings) -> dict[str, Any]:
+def runner_options(app: web.Application, settings: Settings) -> dict[str, Any]:
     """AppRunner options: metrics and access lines are written once each response has been sent;
     requests in flight are drained by shut_down() before the runner's cleanup."""
-    return {"access_log_class": observer_class(settings.log), "access_log": logging.getLogger("registry.access"),
+    return {"access_log_class": observer_class(settings.log, app[REQUEST_IDS_KEY]),
+            "access_log": logging.getLogger("registry.access"),
             "shutdown_timeout": CLOSE_TIMEOUT_SECONDS}
 
 

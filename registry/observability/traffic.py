@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import logging
 import re
+import secrets
 import uuid
-from time import perf_counter
-from dataclasses import dataclass, field
 from functools import lru_cache
+from time import perf_counter
 from typing import Any, Awaitable, Callable, Sequence
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from prometheus_client import Gauge
 
-from ..api.app import route_of
+from ..api.app import error_response, route_of
 from ..auth.guard import IDENTITY_KEY
 from ..config import schema
+from ..errors import RegistryError
 from . import metrics
+from .health import Health
 from .logs import REQUEST_ID, go_duration, masked_uri
 
 log = logging.getLogger("registry.access")
@@ -39,22 +41,62 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UPLOAD_DATA = {("blob_upload_chunk", "PATCH"), ("blob_upload_chunk", "PUT")}
 
 
-@dataclass
 class Observed:
-    """What the middleware learnt about a request, for the line and metrics written after it."""
+    """A request as the middleware saw it, for the line and metrics written once it is answered. While
+    it is in flight it counts in `in_flight`, in its route's in-flight gauge and, for upload data, in
+    the uploads in progress."""
 
-    request_id: str
-    route: str
-    params: dict[str, str]
-    #: perf_counter() when the middleware saw it (aiohttp's own clock is coarse under uvloop)
-    started: float | None = None
-    #: gauges to decrement once the request is over (in flight; uploads in progress)
-    active: list[Any] = field(default_factory=list)
+    __slots__ = ("request_id", "route", "started", "in_flight", "in_flight_cell", "uploading")
+
+    def __init__(self, request_id: str, route: str, in_flight: "InFlight | None" = None,
+                 uploading: bool = False) -> None:
+        self.request_id = request_id
+        self.route = route
+        #: perf_counter() at the middleware (aiohttp's own clock is coarse under uvloop); None: not seen there
+        self.started = perf_counter() if in_flight is not None else None
+        self.in_flight = in_flight
+        self.in_flight_cell = metrics.HTTP_IN_FLIGHT.cell((route,))
+        self.uploading = uploading
+        if in_flight is not None:
+            in_flight.inc()
+            self.in_flight_cell.value += 1
+            if uploading:
+                metrics.UPLOADS_IN_PROGRESS.inc()
 
     def finish(self) -> None:
-        for gauge in self.active:
-            gauge.dec()
-        self.active.clear()
+        if self.in_flight is not None:
+            self.in_flight.dec()
+            self.in_flight_cell.value -= 1
+            if self.uploading:
+                metrics.UPLOADS_IN_PROGRESS.dec()
+            self.in_flight = None
+
+
+class Recorder:
+    """The metric cells one kind of request (route, method, status) updates, found once."""
+
+    __slots__ = ("requests", "duration", "request_size", "response_size", "received", "sent")
+
+    def __init__(self, route: str, method: str, status: int) -> None:
+        self.requests = metrics.HTTP_REQUESTS.cell((route, method, str(status)))
+        self.duration = metrics.HTTP_DURATION.child((route, method))
+        self.request_size = metrics.HTTP_REQUEST_SIZE.child((route,))
+        self.response_size = metrics.HTTP_RESPONSE_SIZE.child((route,))
+        self.received = metrics.RECEIVED_BYTES.cell((route,))
+        self.sent = metrics.SENT_BYTES.cell((route,))
+
+    def record(self, duration: float, received: int, sent: int) -> None:
+        self.requests.value += 1
+        self.duration.observe(duration)
+        self.request_size.observe(received)
+        self.response_size.observe(sent)
+        self.received.value += received
+        self.sent.value += sent
+
+
+_recorders: dict[tuple[str, str, int], Recorder] = {}
+#: methods counted by name; any other token a client sends is counted as OTHER (bounded labels)
+METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 
 class InFlight:
@@ -79,7 +121,8 @@ class InFlight:
 
 
 class RequestIds:
-    """X-Request-Id from clients in trusted networks (a proxy, a load balancer), else a new uuid."""
+    """X-Request-Id from clients in trusted networks (a proxy, a load balancer), else a new id: shaped
+    as a UUID, random per process and counting per request (cheaper than a random UUID each time)."""
 
     def __init__(self, trusted: Sequence[Network]) -> None:
         networks = tuple(trusted)
@@ -93,60 +136,72 @@ class RequestIds:
             return any(ip.version == net.version and ip in net for net in networks)
 
         self._trusted = trusted_address
+        self._head = str(uuid.uuid4())[:24]
+        self._counter = itertools.count(secrets.randbits(40))
 
     def of(self, request: web.BaseRequest) -> str:
         given = request.headers.get(REQUEST_ID_HEADER)
         if given and _CLIENT_ID.fullmatch(given) and self._trusted(request.remote or ""):
             return given
-        return str(uuid.uuid4())
+        return self.new()
+
+    def new(self) -> str:
+        return f"{self._head}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
 
 
-def route_name(request: web.BaseRequest) -> tuple[str, dict[str, str]]:
+@lru_cache(maxsize=8192)
+def _api_route(path: str) -> str:
+    found = route_of(path)
+    return found[0] if found is not None else "not_found"
+
+
+def route_name(request: web.BaseRequest) -> str:
     """Distribution's route name (`manifest`, `blob`, ...) for the API; the route's template
     (`/admin/readonly`) for the rest; `not_found` for no route. Never the path itself."""
     if request.path.startswith("/v2"):
-        found = route_of(request.path)
-        return found if found is not None else ("not_found", {})
+        return _api_route(request.path)
     info = getattr(request, "match_info", None)
     if info is None or info.http_exception is not None or info.route.resource is None:
-        return "not_found", {}
-    return info.route.resource.canonical, {}
+        return "not_found"
+    return info.route.resource.canonical
 
 
-def observe_middleware(ids: RequestIds, in_flight: InFlight
+def observe_middleware(ids: RequestIds, in_flight: InFlight, health: Health
                        ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = ids.of(request)
         REQUEST_ID.set(request_id)  # the request runs in a task of its own: this is its id only
-        route, params = route_name(request)
-        observed = Observed(request_id, route, params, perf_counter())
-        request[OBSERVED_KEY] = observed
-        _start(observed, in_flight)
-        _start(observed, metrics.HTTP_IN_FLIGHT.labels(route))
-        if (route, request.method) in _UPLOAD_DATA or (route == "blob_upload" and "digest" in request.query):
-            _start(observed, metrics.UPLOADS_IN_PROGRESS)
+        route = route_name(request)
+        uploading = (route, request.method) in _UPLOAD_DATA or (route == "blob_upload" and "digest" in request.query)
+        observed = request[OBSERVED_KEY] = Observed(request_id, route, in_flight, uploading)
+        if health.checks and request.path.startswith("/v2") and health.failing:  # as Distribution's: the API is 503
+            return error_response(RegistryError("UNAVAILABLE", "health check failed: please see /debug/health"),
+                                  request)
         try:
             return await handler(request)
-        except BaseException:  # cancelled, the observer is not called: the request is over here
+        except BaseException:
+            # cancelled (aiohttp then calls no observer) or a body cut off: the request ends here
             observed.finish()
             raise
 
     return observe
 
 
-def _start(observed: Observed, gauge: Gauge | InFlight) -> None:
-    gauge.inc()
-    observed.active.append(gauge)
+def response_hook(health: Health) -> Callable[[web.BaseRequest, web.StreamResponse], Awaitable[None]]:
+    async def on_prepare(request: web.BaseRequest, response: web.StreamResponse) -> None:
+        """The request id goes back to the client; from SIGTERM on, every connection closes after its
+        response, so that clients come back through the load balancer."""
+        observed = request.get(OBSERVED_KEY)
+        if observed is not None:
+            response.headers[REQUEST_ID_HEADER] = observed.request_id
+        if health.draining:
+            response.force_close()
+
+    return on_prepare
 
 
-async def echo_request_id(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    observed = request.get(OBSERVED_KEY)
-    if observed is not None:
-        response.headers[REQUEST_ID_HEADER] = observed.request_id
-
-
-def observer_class(settings: schema.Log) -> type[AbstractAccessLogger]:
+def observer_class(settings: schema.Log, ids: RequestIds) -> type[AbstractAccessLogger]:
     """The access logger aiohttp calls after each response: metrics always, a log line unless
     log.accesslog.disabled; JSON with Distribution's keys, or a text line."""
     access_lines = not settings.accesslog.disabled
@@ -156,14 +211,14 @@ def observer_class(settings: schema.Log) -> type[AbstractAccessLogger]:
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
             observed = request.get(OBSERVED_KEY)
             if observed is None:  # refused before routing (a malformed request)
-                observed = Observed(str(uuid.uuid4()), "not_found", {})
+                observed = Observed(ids.new(), "not_found")
                 REQUEST_ID.set(observed.request_id)
             observed.finish()
             received = request.content.total_bytes if request.content is not None else 0
             sent = _body_bytes(request, response)
             if observed.started is not None:
                 time = perf_counter() - observed.started
-            _count(observed.route, request.method, response.status, time, received, sent, request.query)
+            _count(observed.route, request.method, response.status, time, received, sent, request)
             if access_lines:
                 if json_lines:
                     log.info("response completed", extra=_fields(request, response, observed, time, received, sent))
@@ -186,24 +241,22 @@ def _body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
 
 
 def _count(route: str, method: str, status: int, duration: float, received: int, sent: int,
-           query: Any) -> None:
-    metrics.HTTP_REQUESTS.labels(route, str(status), method).inc()
-    metrics.HTTP_DURATION.labels(route, method).observe(duration)
-    metrics.HTTP_REQUEST_SIZE.labels(route).observe(received)
-    metrics.HTTP_RESPONSE_SIZE.labels(route).observe(sent)
-    if received:
-        metrics.RECEIVED_BYTES.labels(route).inc(received)
-    if sent:
-        metrics.SENT_BYTES.labels(route).inc(sent)
+           request: web.BaseRequest) -> None:
+    if method not in METHODS:
+        method = "OTHER"
+    recorder = _recorders.get((route, method, status))
+    if recorder is None:
+        recorder = _recorders[(route, method, status)] = Recorder(route, method, status)
+    recorder.record(duration, received, sent)
     if route == "blob_upload_chunk":
         if method == "PUT":
             result = "completed" if status == 201 else "failed" if status in (400, 416) or status >= 500 else None
             if result is not None:
-                metrics.UPLOADS_FINISHED.labels(result).inc()
+                metrics.UPLOADS_FINISHED.inc((result,))
         elif method == "DELETE" and status == 204:
-            metrics.UPLOADS_FINISHED.labels("cancelled").inc()
-    elif route == "blob_upload" and method == "POST" and status == 201 and "mount" not in query:
-        metrics.UPLOADS_FINISHED.labels("completed").inc()
+            metrics.UPLOADS_FINISHED.inc(("cancelled",))
+    elif route == "blob_upload" and method == "POST" and status == 201 and "mount" not in request.query:
+        metrics.UPLOADS_FINISHED.inc(("completed",))
 
 
 def _fields(request: web.BaseRequest, response: web.StreamResponse, observed: Observed, duration: float,
@@ -222,7 +275,8 @@ def _fields(request: web.BaseRequest, response: web.StreamResponse, observed: Ob
         "http.response.duration": go_duration(duration),
         "http.response.duration_seconds": round(duration, 6),
     }
-    params = observed.params
+    found = route_of(request.path) if request.path.startswith("/v2") else None
+    params = found[1] if found is not None else {}
     if "name" in params:
         fields["vars.name"] = params["name"]
     for key in ("reference", "digest", "upload_id"):
