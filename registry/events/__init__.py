@@ -32,7 +32,7 @@ DONE = _Done()
 
 
 def _notifier(request: web.BaseRequest) -> Notifier | None:
-    return request.app.get(NOTIFIER_KEY)
+    return request.app[NOTIFIER_KEY]  # type: ignore[return-value]
 
 
 def _emit(request: web.BaseRequest, notifier: Notifier, action: str, target_fields: dict[str, Any]) -> Awaitable[None]:

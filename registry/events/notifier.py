@@ -106,7 +106,8 @@ class Notifier:
             await queue.spool.close()
 
 
-NOTIFIER_KEY = web.AppKey("notifier", Notifier)
+#: the application's Notifier, or None (set either way: a key that is missing costs a KeyError to look up)
+NOTIFIER_KEY = web.AppKey("notifier", object)
 
 
 def setup(app: web.Application, settings: Settings, data_dir: str) -> Notifier | None:
@@ -116,6 +117,7 @@ def setup(app: web.Application, settings: Settings, data_dir: str) -> Notifier |
     for endpoint in notifications.endpoints:
         if endpoint.disabled:
             log.info("notifications: endpoint %s disabled, skipping", endpoint.name)
+    app[NOTIFIER_KEY] = None
     if not endpoints:
         return None
     spool = os.path.abspath(notifications.spool or os.path.join(data_dir, "notifications"))

@@ -21,7 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .stats import Counters, Gauges, Histograms, Stats
+from .stats import Counters, Gauges, Histograms, Stats, Sums
 
 disable_created_metrics()  # Distribution's metrics have no *_created series, and they double the output
 REGISTRY = CollectorRegistry()
@@ -45,9 +45,9 @@ HTTP_REQUEST_SIZE = Histograms("registry_http_request_size_bytes", "The HTTP req
                                ["handler"], SIZE_BUCKETS)
 HTTP_RESPONSE_SIZE = Histograms("registry_http_response_size_bytes", "The HTTP response sizes in bytes.",
                                 ["handler"], SIZE_BUCKETS)
-RECEIVED_BYTES = Counters("registry_http_received_bytes", "Request body bytes received, by route", ["handler"])
-SENT_BYTES = Counters("registry_http_sent_bytes", "Response body bytes sent (sendfile included), by route",
-                      ["handler"])
+RECEIVED_BYTES = Sums("registry_http_received_bytes", "Request body bytes received, by route", HTTP_REQUEST_SIZE)
+SENT_BYTES = Sums("registry_http_sent_bytes", "Response body bytes sent (sendfile included), by route",
+                  HTTP_RESPONSE_SIZE)
 #: Distribution's
 STORAGE_ACTION = Histograms("registry_storage_action_seconds", "The number of seconds that the storage action takes",
                             ["driver", "action"], STORAGE_BUCKETS)

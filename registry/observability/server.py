@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -14,13 +15,13 @@ from ..config.values import split_address
 from ..domain import Registry
 from .health import Health, build_health
 from .metrics import exposition
-from .traffic import InFlight, RequestIds, observe_middleware, observer_class, response_hook
+from .traffic import RequestIds, in_flight, observe_middleware, observer_class, response_hook
 
 log = logging.getLogger("registry")
 #: what the runner's own shutdown waits for a request after shut_down() has drained them
 CLOSE_TIMEOUT_SECONDS = 1.0
+DRAIN_POLL_SECONDS = 0.05
 HEALTH_KEY = web.AppKey("health", Health)
-IN_FLIGHT_KEY = web.AppKey("in_flight", InFlight)
 REQUEST_IDS_KEY = web.AppKey("request_ids", RequestIds)
 
 
@@ -29,9 +30,8 @@ def setup(app: web.Application, settings: Settings, registry: Registry) -> Healt
     metrics on the main port when http.debug.prometheus.mainport says so (default: without auth)."""
     health = build_health(settings, registry)
     app[HEALTH_KEY] = health
-    app[IN_FLIGHT_KEY] = InFlight()
     app[REQUEST_IDS_KEY] = RequestIds(settings.http.requestid.trustfrom)
-    app.middlewares.insert(0, observe_middleware(app[REQUEST_IDS_KEY], app[IN_FLIGHT_KEY], health))
+    app.middlewares.insert(0, observe_middleware(app[REQUEST_IDS_KEY], health))
     app.on_response_prepare.append(response_hook(health))
     app.router.add_routes(health.routes())
     prometheus = settings.http.debug.prometheus
@@ -99,9 +99,9 @@ async def shut_down(app: web.Application, settings: Settings, runner: web.AppRun
     log.info("stopping: requests in flight have up to %gs to finish (http.draintimeout)", settings.http.draintimeout)
     for site in list(runner.sites):
         await site.stop()
-    in_flight = app[IN_FLIGHT_KEY]
-    try:
-        await asyncio.wait_for(in_flight.idle(), settings.http.draintimeout)
-    except asyncio.TimeoutError:
-        log.warning("%d request(s) still in flight after http.draintimeout; cutting them off", in_flight.count)
+    deadline = time.monotonic() + settings.http.draintimeout
+    while in_flight() and time.monotonic() < deadline:
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+    if in_flight():
+        log.warning("%d request(s) still in flight after http.draintimeout; cutting them off", in_flight())
     await runner.cleanup()

@@ -40,6 +40,9 @@ class Family:
         self.documentation = documentation
         self.labelnames = list(labelnames)
 
+    def collect(self) -> Metric:
+        raise NotImplementedError
+
 
 class Cell:
     """One label set's value; the hot path keeps the cell and adds to it."""
@@ -106,6 +109,20 @@ class Histograms(Family):
         return family
 
 
+class Sums(Family):
+    """A counter that is another family's histogram sums (bytes received: the request sizes' sum)."""
+
+    def __init__(self, name: str, documentation: str, histograms: Histograms) -> None:
+        super().__init__(name, documentation, histograms.labelnames)
+        self.histograms = histograms
+
+    def collect(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, histogram in self.histograms.children.items():
+            family.add_metric(list(labels), histogram.sum)
+        return family
+
+
 def _le(bound: float) -> str:
     return repr(float(bound))
 
@@ -113,7 +130,7 @@ def _le(bound: float) -> str:
 class Stats(Collector):
     """The families above, as one prometheus-client collector."""
 
-    def __init__(self, *families: Counters | Histograms) -> None:
+    def __init__(self, *families: Family) -> None:
         self.families = families
 
     def collect(self) -> Iterator[Metric]:

@@ -15,6 +15,8 @@ import logging
 import re
 import secrets
 import uuid
+from bisect import bisect_left
+from contextvars import ContextVar
 from functools import lru_cache
 from time import perf_counter
 from typing import Any, Awaitable, Callable, Sequence
@@ -29,95 +31,80 @@ from ..errors import RegistryError
 from . import metrics
 from .health import Health
 from .logs import REQUEST_ID, go_duration, masked_uri
+from .stats import Cell
 
 log = logging.getLogger("registry.access")
 REQUEST_ID_HEADER = "X-Request-Id"
 #: what a client's request id may look like; anything else is replaced (it goes into logs and events)
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
-#: the request's Observed record
-OBSERVED_KEY = "registry.observed"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_UPLOAD_DATA = {("blob_upload_chunk", "PATCH"), ("blob_upload_chunk", "PUT")}
 
 
 class Observed:
-    """A request as the middleware saw it, for the line and metrics written once it is answered. While
-    it is in flight it counts in `in_flight`, in its route's in-flight gauge and, for upload data, in
-    the uploads in progress."""
+    """A request as the middleware saw it, for the line and metrics written once it is answered.
+    While it is in flight it counts in its route's in-flight gauge (and, for upload data, in the
+    uploads in progress)."""
 
-    __slots__ = ("request_id", "route", "started", "in_flight", "in_flight_cell", "uploading")
+    __slots__ = ("request_id", "route", "started", "in_flight", "uploading")
 
-    def __init__(self, request_id: str, route: str, in_flight: "InFlight | None" = None,
+    def __init__(self, request_id: str, route: str, started: float | None, in_flight: Cell | None,
                  uploading: bool = False) -> None:
         self.request_id = request_id
         self.route = route
         #: perf_counter() at the middleware (aiohttp's own clock is coarse under uvloop); None: not seen there
-        self.started = perf_counter() if in_flight is not None else None
+        self.started = started
         self.in_flight = in_flight
-        self.in_flight_cell = metrics.HTTP_IN_FLIGHT.cell((route,))
         self.uploading = uploading
-        if in_flight is not None:
-            in_flight.inc()
-            self.in_flight_cell.value += 1
-            if uploading:
-                metrics.UPLOADS_IN_PROGRESS.inc()
 
     def finish(self) -> None:
         if self.in_flight is not None:
-            self.in_flight.dec()
-            self.in_flight_cell.value -= 1
+            self.in_flight.value -= 1
+            self.in_flight = None
             if self.uploading:
                 metrics.UPLOADS_IN_PROGRESS.dec()
-            self.in_flight = None
+
+
+#: the request the current task serves (aiohttp runs each request in a task of its own)
+OBSERVED: ContextVar[Observed | None] = ContextVar("registry_observed", default=None)
+
+
+def in_flight() -> int:
+    """Requests this process is serving, from the middleware until their response is sent."""
+    return int(sum(cell.value for cell in metrics.HTTP_IN_FLIGHT.cells.values()))
 
 
 class Recorder:
-    """The metric cells one kind of request (route, method, status) updates, found once."""
+    """The metric cells one kind of request (route, method, status) updates, found once.
 
-    __slots__ = ("requests", "duration", "request_size", "response_size", "received", "sent")
+    record() runs for every request, so the histograms' observe() is written out in it: a Python call
+    costs about as much as the update itself. Bytes received and sent are the size histograms' sums."""
+
+    __slots__ = ("requests", "duration", "request_size", "response_size")
 
     def __init__(self, route: str, method: str, status: int) -> None:
         self.requests = metrics.HTTP_REQUESTS.cell((route, method, str(status)))
         self.duration = metrics.HTTP_DURATION.child((route, method))
         self.request_size = metrics.HTTP_REQUEST_SIZE.child((route,))
         self.response_size = metrics.HTTP_RESPONSE_SIZE.child((route,))
-        self.received = metrics.RECEIVED_BYTES.cell((route,))
-        self.sent = metrics.SENT_BYTES.cell((route,))
 
     def record(self, duration: float, received: int, sent: int) -> None:
         self.requests.value += 1
-        self.duration.observe(duration)
-        self.request_size.observe(received)
-        self.response_size.observe(sent)
-        self.received.value += received
-        self.sent.value += sent
+        histogram = self.duration
+        histogram.counts[bisect_left(histogram.bounds, duration)] += 1
+        histogram.sum += duration
+        histogram = self.request_size
+        histogram.counts[bisect_left(histogram.bounds, received) if received else 0] += 1
+        histogram.sum += received
+        histogram = self.response_size
+        histogram.counts[bisect_left(histogram.bounds, sent) if sent else 0] += 1
+        histogram.sum += sent
 
 
 _recorders: dict[tuple[str, str, int], Recorder] = {}
+_UPLOADS = frozenset({"blob_upload", "blob_upload_chunk"})
 #: methods counted by name; any other token a client sends is counted as OTHER (bounded labels)
 METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
-
-
-class InFlight:
-    """Requests in flight in this process, from the middleware until their response is sent."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def inc(self) -> None:
-        self.count += 1
-        self._idle.clear()
-
-    def dec(self) -> None:
-        self.count -= 1
-        if self.count <= 0:
-            self._idle.set()
-
-    async def idle(self) -> None:
-        await self._idle.wait()
 
 
 class RequestIds:
@@ -141,11 +128,8 @@ class RequestIds:
 
     def of(self, request: web.BaseRequest) -> str:
         given = request.headers.get(REQUEST_ID_HEADER)
-        if given and _CLIENT_ID.fullmatch(given) and self._trusted(request.remote or ""):
+        if given is not None and _CLIENT_ID.fullmatch(given) and self._trusted(request.remote or ""):
             return given
-        return self.new()
-
-    def new(self) -> str:
         return f"{self._head}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
 
 
@@ -158,23 +142,34 @@ def _api_route(path: str) -> str:
 def route_name(request: web.BaseRequest) -> str:
     """Distribution's route name (`manifest`, `blob`, ...) for the API; the route's template
     (`/admin/readonly`) for the rest; `not_found` for no route. Never the path itself."""
-    if request.path.startswith("/v2"):
-        return _api_route(request.path)
+    path = request.path
+    if path.startswith("/v2"):
+        return _api_route(path)
     info = getattr(request, "match_info", None)
     if info is None or info.http_exception is not None or info.route.resource is None:
         return "not_found"
     return info.route.resource.canonical
 
 
-def observe_middleware(ids: RequestIds, in_flight: InFlight, health: Health
+def observe_middleware(ids: RequestIds, health: Health
                        ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    in_flight: dict[str, Cell] = {}
+
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = ids.of(request)
-        REQUEST_ID.set(request_id)  # the request runs in a task of its own: this is its id only
+        REQUEST_ID.set(request_id)
         route = route_name(request)
-        uploading = (route, request.method) in _UPLOAD_DATA or (route == "blob_upload" and "digest" in request.query)
-        observed = request[OBSERVED_KEY] = Observed(request_id, route, in_flight, uploading)
+        cell = in_flight.get(route)
+        if cell is None:
+            cell = in_flight[route] = metrics.HTTP_IN_FLIGHT.cell((route,))
+        cell.value += 1
+        uploading = route in _UPLOADS and (request.method in ("PATCH", "PUT") if route == "blob_upload_chunk"
+                                           else "digest" in request.query)
+        if uploading:
+            metrics.UPLOADS_IN_PROGRESS.inc()
+        observed = Observed(request_id, route, perf_counter(), cell, uploading)
+        OBSERVED.set(observed)
         if health.checks and request.path.startswith("/v2") and health.failing:  # as Distribution's: the API is 503
             return error_response(RegistryError("UNAVAILABLE", "health check failed: please see /debug/health"),
                                   request)
@@ -192,7 +187,7 @@ def response_hook(health: Health) -> Callable[[web.BaseRequest, web.StreamRespon
     async def on_prepare(request: web.BaseRequest, response: web.StreamResponse) -> None:
         """The request id goes back to the client; from SIGTERM on, every connection closes after its
         response, so that clients come back through the load balancer."""
-        observed = request.get(OBSERVED_KEY)
+        observed = OBSERVED.get()
         if observed is not None:
             response.headers[REQUEST_ID_HEADER] = observed.request_id
         if health.draining:
@@ -209,45 +204,44 @@ def observer_class(settings: schema.Log, ids: RequestIds) -> type[AbstractAccess
 
     class RequestObserver(AbstractAccessLogger):
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-            observed = request.get(OBSERVED_KEY)
+            observed = OBSERVED.get()
             if observed is None:  # refused before routing (a malformed request)
-                observed = Observed(ids.new(), "not_found")
+                observed = Observed(ids.of(request), "not_found", None, None)
                 REQUEST_ID.set(observed.request_id)
-            observed.finish()
-            received = request.content.total_bytes if request.content is not None else 0
-            sent = _body_bytes(request, response)
-            if observed.started is not None:
-                time = perf_counter() - observed.started
-            _count(observed.route, request.method, response.status, time, received, sent, request)
+            else:
+                observed.finish()
+                time = perf_counter() - observed.started  # type: ignore[operator]
+            method, status = request.method, response.status
+            received = request.content.total_bytes
+            # the body bytes: aiohttp counts what it wrote, headers included, so a body sent whole is
+            # its Content-Length; one cut short or chunked is what was written
+            if method == "HEAD" or status in (204, 304):
+                sent = 0
+            else:
+                length, sent = response.content_length, response.body_length
+                if length is not None and sent >= length:
+                    sent = length
+            if method not in METHODS:
+                method = "OTHER"
+            route = observed.route
+            recorder = _recorders.get((route, method, status))
+            if recorder is None:
+                recorder = _recorders[(route, method, status)] = Recorder(route, method, status)
+            recorder.record(time, received, sent)
+            if route in _UPLOADS:
+                _count_upload(route, method, status, request)
             if access_lines:
                 if json_lines:
                     log.info("response completed", extra=_fields(request, response, observed, time, received, sent))
                 else:
                     log.info('%s "%s %s HTTP/%d.%d" %d %d %.6fs "%s"', request.remote, request.method,
-                             masked_uri(request.path, request.query_string), *request.version, response.status,
+                             masked_uri(request.path, request.query_string), *request.version, status,
                              sent, time, request.headers.get("User-Agent", ""))
 
     return RequestObserver
 
 
-def _body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
-    """The body bytes sent. aiohttp counts what it wrote, headers included: a body sent whole is its
-    Content-Length; one cut short or chunked is what was written."""
-    if request.method == "HEAD" or response.status in (204, 304):
-        return 0
-    length = response.content_length
-    written = response.body_length
-    return length if length is not None and written >= length else written
-
-
-def _count(route: str, method: str, status: int, duration: float, received: int, sent: int,
-           request: web.BaseRequest) -> None:
-    if method not in METHODS:
-        method = "OTHER"
-    recorder = _recorders.get((route, method, status))
-    if recorder is None:
-        recorder = _recorders[(route, method, status)] = Recorder(route, method, status)
-    recorder.record(duration, received, sent)
+def _count_upload(route: str, method: str, status: int, request: web.BaseRequest) -> None:
     if route == "blob_upload_chunk":
         if method == "PUT":
             result = "completed" if status == 201 else "failed" if status in (400, 416) or status >= 500 else None
@@ -255,7 +249,7 @@ def _count(route: str, method: str, status: int, duration: float, received: int,
                 metrics.UPLOADS_FINISHED.inc((result,))
         elif method == "DELETE" and status == 204:
             metrics.UPLOADS_FINISHED.inc(("cancelled",))
-    elif route == "blob_upload" and method == "POST" and status == 201 and "mount" not in request.query:
+    elif method == "POST" and status == 201 and "mount" not in request.query:
         metrics.UPLOADS_FINISHED.inc(("completed",))
 
 
