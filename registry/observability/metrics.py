@@ -58,9 +58,6 @@ UPLOADS_FINISHED = Counters("registry_uploads_finished",
                             "Blob uploads finished, by result (completed: the blob is stored; cancelled: DELETE "
                             "of the upload; failed: the finishing request was refused, e.g. a digest mismatch)",
                             ["result"])
-for _result in ("completed", "cancelled", "failed"):
-    UPLOADS_FINISHED.inc((_result,), 0)
-UPLOADS_IN_PROGRESS.inc((), 0)
 REGISTRY.register(Stats(HTTP_REQUESTS, HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUEST_SIZE, HTTP_RESPONSE_SIZE,
                         RECEIVED_BYTES, SENT_BYTES, STORAGE_ACTION, UPLOADS_IN_PROGRESS, UPLOADS_FINISHED))
 

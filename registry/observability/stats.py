@@ -9,6 +9,7 @@ costs well under a microsecond per metric.
 from __future__ import annotations
 
 from bisect import bisect_left
+from time import perf_counter
 from typing import Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -30,6 +31,12 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
+
+    def since(self, start: float) -> None:
+        """Observe the seconds since `start` (a perf_counter() reading)."""
+        elapsed = perf_counter() - start
+        self.counts[bisect_left(self.bounds, elapsed)] += 1
+        self.sum += elapsed
 
 
 class Family:

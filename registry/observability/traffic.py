@@ -62,7 +62,7 @@ class Observed:
             self.in_flight.value -= 1
             self.in_flight = None
             if self.uploading:
-                metrics.UPLOADS_IN_PROGRESS.dec()
+                _UPLOADING.value -= 1
 
 
 #: the request the current task serves (aiohttp runs each request in a task of its own)
@@ -103,6 +103,8 @@ class Recorder:
 
 _recorders: dict[tuple[str, str, int], Recorder] = {}
 _UPLOADS = frozenset({"blob_upload", "blob_upload_chunk"})
+_UPLOADING = metrics.UPLOADS_IN_PROGRESS.cell()
+_FINISHED = {result: metrics.UPLOADS_FINISHED.cell((result,)) for result in ("completed", "cancelled", "failed")}
 #: methods counted by name; any other token a client sends is counted as OTHER (bounded labels)
 METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
@@ -167,7 +169,7 @@ def observe_middleware(ids: RequestIds, health: Health
         uploading = route in _UPLOADS and (request.method in ("PATCH", "PUT") if route == "blob_upload_chunk"
                                            else "digest" in request.query)
         if uploading:
-            metrics.UPLOADS_IN_PROGRESS.inc()
+            _UPLOADING.value += 1
         observed = Observed(request_id, route, perf_counter(), cell, uploading)
         OBSERVED.set(observed)
         if health.checks and request.path.startswith("/v2") and health.failing:  # as Distribution's: the API is 503
@@ -244,13 +246,14 @@ def observer_class(settings: schema.Log, ids: RequestIds) -> type[AbstractAccess
 def _count_upload(route: str, method: str, status: int, request: web.BaseRequest) -> None:
     if route == "blob_upload_chunk":
         if method == "PUT":
-            result = "completed" if status == 201 else "failed" if status in (400, 416) or status >= 500 else None
-            if result is not None:
-                metrics.UPLOADS_FINISHED.inc((result,))
+            if status == 201:
+                _FINISHED["completed"].value += 1
+            elif status in (400, 416) or status >= 500:
+                _FINISHED["failed"].value += 1
         elif method == "DELETE" and status == 204:
-            metrics.UPLOADS_FINISHED.inc(("cancelled",))
+            _FINISHED["cancelled"].value += 1
     elif method == "POST" and status == 201 and "mount" not in request.query:
-        metrics.UPLOADS_FINISHED.inc(("completed",))
+        _FINISHED["completed"].value += 1
 
 
 def _fields(request: web.BaseRequest, response: web.StreamResponse, observed: Observed, duration: float,
