@@ -8,11 +8,11 @@ vars.name, ...), so log pipelines built for it read ours. Nothing here logs head
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import re
 import sys
+import time
 from contextvars import ContextVar
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, quote
@@ -23,8 +23,8 @@ from ..config import schema
 REQUEST_ID: ContextVar[str | None] = ContextVar("registry_request_id", default=None)
 #: query parameters whose values are masked in logged URIs
 _SECRET_PARAMETER = re.compile(r"token|password|secret|key|code|credential|signature|auth", re.IGNORECASE)
-#: attributes every LogRecord has; anything else on a record was passed with extra=
-_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+#: the extra= key whose mapping a JSON line includes (an access line's request fields)
+FIELDS = "fields"
 
 
 def configure_logging(settings: schema.Log) -> None:
@@ -38,11 +38,6 @@ def configure_logging(settings: schema.Log) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(settings.level.upper())
-
-
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    """What was passed with extra=, such as an access line's request fields."""
-    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES}
 
 
 class TextFormatter(logging.Formatter):
@@ -61,17 +56,25 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, msg, logger, the request id, log.fields and the record's
-    extra fields; a traceback goes in `error`."""
+    """One JSON object per line: time, level, msg, logger, the request id, log.fields and the fields
+    passed as extra={"fields": {...}}; a traceback goes in `error`."""
 
     def __init__(self, fields: Mapping[str, str], logstash: bool = False) -> None:
         super().__init__()
         self.fields = dict(fields)
         self.logstash = logstash
+        self.encoder = json.JSONEncoder(default=str, ensure_ascii=False)
+        self._second, self._second_text = -1, ""
+
+    def _stamp(self, created: float) -> str:
+        """RFC 3339 in UTC with milliseconds; the part up to the second is reused within that second."""
+        second = int(created)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        when = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-        stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = self._stamp(record.created)
         line: dict[str, Any] = {**self.fields, "time": stamp, "level": record.levelname.lower(),
                                 "msg": record.getMessage(), "logger": record.name}
         if self.logstash:
@@ -79,10 +82,12 @@ class JsonFormatter(logging.Formatter):
         request_id = REQUEST_ID.get()
         if request_id:
             line["http.request.id"] = request_id
-        line.update(_fields(record))
+        fields = getattr(record, FIELDS, None)
+        if fields:
+            line.update(fields)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return self.encoder.encode(line)
 
 
 def _quote_text(value: str) -> str:

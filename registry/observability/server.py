@@ -1,5 +1,5 @@
 """Wiring observability into the server: one call for the application (setup), the runner's options,
-the debug server (http.debug.addr) and the first step of a graceful shutdown."""
+the debug server (http.debug.addr) and the graceful shutdown."""
 
 from __future__ import annotations
 

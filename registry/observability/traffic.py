@@ -30,7 +30,7 @@ from ..config import schema
 from ..errors import RegistryError
 from . import metrics
 from .health import Health
-from .logs import REQUEST_ID, go_duration, masked_uri
+from .logs import FIELDS, REQUEST_ID, go_duration, masked_uri
 from .stats import Cell
 
 log = logging.getLogger("registry.access")
@@ -135,9 +135,12 @@ class RequestIds:
         return f"{self._head}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
 
 
-@lru_cache(maxsize=8192)
+#: the route (name and parameters) of an API path, remembered for the paths seen most
+_route_of = lru_cache(maxsize=8192)(route_of)
+
+
 def _api_route(path: str) -> str:
-    found = route_of(path)
+    found = _route_of(path)
     return found[0] if found is not None else "not_found"
 
 
@@ -234,7 +237,8 @@ def observer_class(settings: schema.Log, ids: RequestIds) -> type[AbstractAccess
                 _count_upload(route, method, status, request)
             if access_lines:
                 if json_lines:
-                    log.info("response completed", extra=_fields(request, response, observed, time, received, sent))
+                    log.info("response completed",
+                             extra={FIELDS: _fields(request, response, observed, time, received, sent)})
                 else:
                     log.info('%s "%s %s HTTP/%d.%d" %d %d %.6fs "%s"', request.remote, request.method,
                              masked_uri(request.path, request.query_string), *request.version, status,
@@ -272,7 +276,7 @@ def _fields(request: web.BaseRequest, response: web.StreamResponse, observed: Ob
         "http.response.duration": go_duration(duration),
         "http.response.duration_seconds": round(duration, 6),
     }
-    found = route_of(request.path) if request.path.startswith("/v2") else None
+    found = _route_of(request.path) if request.path.startswith("/v2") else None
     params = found[1] if found is not None else {}
     if "name" in params:
         fields["vars.name"] = params["name"]
