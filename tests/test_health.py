@@ -127,12 +127,12 @@ def test_storage_check_and_readiness_on_the_filesystem(make_registry: MakeRegist
 
 
 def test_storage_check_and_readiness_on_s3(make_registry: MakeRegistry, moto: MotoServer) -> None:
-    with S3FaultProxy(moto.url, stall_seconds=10) as proxy:
+    with S3FaultProxy(moto.url, stall_seconds=30) as proxy:
         config = s3_registry_config(moto, {"health": {"storagedriver": {
-            "enabled": True, "interval": "100ms", "threshold": 2, "timeout": "2s"}}})
-        config["storage"]["s3"].update(regionendpoint=proxy.url, max_attempts=1, timeout="5s")
+            "enabled": True, "interval": "100ms", "threshold": 2, "timeout": "3s"}}})
+        config["storage"]["s3"].update(regionendpoint=proxy.url, max_attempts=1, timeout="20s")
         registry = make_registry(config=config)
-        assert get(registry, "/readyz").status_code == 200
+        wait_until(lambda: get(registry, "/readyz").status_code == 200 or None, "/readyz to answer 200")
         proxy.inject("PutObject", "internal-error", times=1000, key_contains="health")
         r = wait_until(health_is(registry, 503), "the storage check to fail twice")
         assert list(r.json()) == ["storagedriver_s3"]
@@ -142,7 +142,7 @@ def test_storage_check_and_readiness_on_s3(make_registry: MakeRegistry, moto: Mo
         wait_until(health_is(registry, 200), "the storage check to pass again")
         proxy.inject("PutObject", "stall", times=1000, key_contains="health")
         r = wait_until(health_is(registry, 503), "the storage check to time out")
-        assert r.json() == {"storagedriver_s3": "storage did not answer within 2s"}
+        assert r.json() == {"storagedriver_s3": "storage did not answer within 3s"}
         proxy.clear_faults()
         wait_until(health_is(registry, 200), "the storage check to pass again")
         registry.stop()
