@@ -22,7 +22,7 @@ from aiohttp import web
 from storage_backends import FilesystemBackend, MemoryBackend, StorageBackend
 from storage_backends.s3 import S3Backend, S3Settings
 
-from . import layout
+from . import events, layout
 from .api.app import create_app
 from .auth.guard import Guard
 from .auth.setup import AuthSetupError, build_auth
@@ -32,6 +32,8 @@ from .gc import GarbageCollector, collect_forever
 from .mirror.config import upstreams_from_settings
 from .mirror.eviction import CacheEvictor, evict_forever
 from .mirror.service import Mirror
+from .observability import server as observability
+from .observability.storage import MeteredBackend
 from .purging import purge_forever
 from .retention import RetentionPolicy
 
@@ -82,7 +84,7 @@ def build_registry(settings: Settings, create: bool = True) -> tuple[Registry, s
     backend, where = open_backend(settings.storage, create)
     policy = Policy(delete_enabled=settings.storage.delete.enabled,
                     read_only=settings.storage.maintenance.readonly.enabled)
-    return Registry(backend, policy), where
+    return Registry(MeteredBackend(backend), policy), where
 
 
 @dataclass
@@ -109,6 +111,8 @@ def assemble(settings: Settings) -> Assembly:
                      mirror=mirror, headers=settings.http.headers, ui_enabled=settings.ui.enabled,
                      secret=settings.http.secret.get_secret_value() if settings.http.secret else None,
                      manifest_memory=settings.http.limits.manifestmemory)
+    observability.setup(app, settings, registry)
+    events.setup(app, settings, data_dir)
     for task in _background_tasks(settings, registry, mirror):
         app.cleanup_ctx.append(task)
     return Assembly(app, registry, where, guard, mirror)

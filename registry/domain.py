@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
-from storage_backends import StorageBackend
+from storage_backends import StorageBackend, StorageError
 
+from . import layout
 from .blobs import BlobStore
 from .catalog import Catalog
 from .errors import RegistryError
@@ -42,6 +45,22 @@ class Registry:
         self.check_writable()
         if not self.policy.delete_enabled:
             raise RegistryError("UNSUPPORTED", "deletes are disabled on this registry (storage.delete.enabled)")
+
+    async def probe_storage(self, instance: str) -> None:
+        """Raise StorageError unless the store answers and takes writes: a small object of this
+        instance's is written, read back and deleted (in read-only mode, only read)."""
+        if self.policy.read_only:
+            await self.backend.exists(layout.ROOT)
+            return
+        path = layout.health_probe(instance)
+        token = os.urandom(16).hex().encode()
+        try:
+            await self.backend.write_bytes(path, token)
+            if await self.backend.read_bytes(path) != token:
+                raise StorageError(f"{path} read back other bytes than were written")
+        finally:  # also when the probe is given up on (a timeout): leave nothing behind
+            with contextlib.suppress(StorageError, OSError):
+                await self.backend.delete(path)
 
     async def close(self) -> None:
         await self.backend.close()

@@ -40,6 +40,7 @@ from .domain import Registry
 from .errors import RegistryError
 from .links import digests_under, stored_digests
 from .manifests import IMAGE_TYPES, INDEX_TYPES
+from .observability.metrics import GC_FREED_BYTES, GC_FREED_OBJECTS, GC_LAST_SUCCESS, GC_RUNS, record_run
 from .references import Digest
 
 log = logging.getLogger("registry.gc")
@@ -245,8 +246,12 @@ async def collect_forever(collector: GarbageCollector, interval: float,
             report = await collector.run()
             if report.freed or report.untagged:
                 log.warning("garbage collection: %s", report.summary())
+            GC_FREED_OBJECTS.inc(len(report.freed))
+            GC_FREED_BYTES.inc(report.freed_bytes)
+            record_run(GC_RUNS, GC_LAST_SUCCESS, ok=True)
         except asyncio.CancelledError:
             raise
         except Exception:
+            record_run(GC_RUNS, GC_LAST_SUCCESS, ok=False)
             log.exception("garbage collection failed; trying again in %.0fs", interval)
         await asyncio.sleep(interval)

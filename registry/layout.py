@@ -16,6 +16,7 @@ interchangeable between the two:
     docker/registry/v2/quarantine/<alg>/<hex>    (ours: corrupt blob data `registry verify` moved aside)
     docker/registry/v2/secrets/<name>            (ours: secrets every replica on the store shares)
     docker/registry/v2/incoming/<process>/...    (ours: single-request uploads in progress)
+    docker/registry/v2/health/<instance>         (ours: a replica's storage probe, written and deleted)
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ QUARANTINE = f"{ROOT}/quarantine"
 SECRETS = f"{ROOT}/secrets"
 #: single-request uploads while their body arrives, per registry process (registry/incoming.py)
 INCOMING = f"{ROOT}/incoming"
+#: small objects each running replica writes, reads back and deletes to learn that the store works
+HEALTH = f"{ROOT}/health"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -63,6 +66,8 @@ def quarantine_data(digest: Digest) -> str:
 
 def secret_file(name: str) -> str:
     return f"{SECRETS}/{name}"
+def health_probe(instance: str) -> str:
+    return f"{HEALTH}/{instance}"
 
 
 def layers_dir(name: str) -> str:

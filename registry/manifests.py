@@ -338,23 +338,26 @@ class ManifestStore:
             _, evicted = self._cache.popitem(last=False)
             self._cache_bytes -= len(evicted.body)
 
-    async def delete(self, name: str, reference: str) -> None:
-        """By digest: remove the manifest, every tag on it and its referrer entry. By tag: untag."""
+    async def delete(self, name: str, reference: str) -> list[str]:
+        """By digest: remove the manifest, every tag on it and its referrer entry. By tag: untag.
+        The tags removed."""
         if not is_digest(reference):
             check_tag(reference)
             if await read_link(self.backend, layout.tag_current_link(name, reference)) is None:
                 await self.check_repository(name)
                 raise RegistryError("MANIFEST_UNKNOWN", f"tag {reference} unknown to repository {name}")
             await delete_quietly(self.backend, layout.tag_dir(name, reference))
-            return
+            return [reference]
         digest = await self.resolve(name, reference)
         manifest = await self.load(digest)
-        for tag in await self.tags_of(name, digest):
+        tags = await self.tags_of(name, digest)
+        for tag in tags:
             await delete_quietly(self.backend, layout.tag_dir(name, tag))
         subject = manifest.subject
         if subject is not None:
             await delete_quietly(self.backend, layout.referrer_link(name, subject, digest).rsplit("/", 1)[0])
         await delete_quietly(self.backend, layout.revision_link(name, digest).rsplit("/", 1)[0])
+        return tags
 
     async def tags_of(self, name: str, digest: Digest) -> list[str]:
         try:

@@ -19,6 +19,7 @@ from storage_backends import PathNotFound, StorageBackend
 
 from . import layout
 from .links import delete_quietly
+from .observability.metrics import PURGE_LAST_SUCCESS, PURGE_RUNS, PURGED_UPLOADS, record_run
 
 log = logging.getLogger("registry.purging")
 MAX_START_DELAY = 3600.0
@@ -89,8 +90,12 @@ async def purge_forever(backend: StorageBackend, age: float, interval: float, dr
                 verb = "would purge" if dry_run else "purged"
                 log.warning("%s %d abandoned upload(s) and %d incomplete multipart upload(s)", verb,
                             len(report.uploads), report.incomplete_multipart)
+            if not dry_run:
+                PURGED_UPLOADS.inc(len(report.uploads) + report.incomplete_multipart)
+            record_run(PURGE_RUNS, PURGE_LAST_SUCCESS, ok=True)
         except asyncio.CancelledError:
             raise
         except Exception:
+            record_run(PURGE_RUNS, PURGE_LAST_SUCCESS, ok=False)
             log.exception("upload purging failed; trying again in %.0fs", interval)
         await asyncio.sleep(interval)

@@ -1,7 +1,7 @@
 """`registry serve`: listen (plain HTTP or TLS), say what matters at startup, stop gracefully.
 
-At SIGTERM or SIGINT the server stops accepting connections and gives requests in flight up to
-http.draintimeout to finish before it exits.
+At SIGTERM or SIGINT /readyz turns 503 at once; after http.shutdowndelay the server stops accepting
+connections and gives requests in flight up to http.draintimeout to finish before it exits.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import ipaddress
 import logging
 import signal
 import socket
-import sys
 from ssl import SSLContext
 
 from aiohttp import web
@@ -21,18 +20,19 @@ from . import systemd, version
 from .assembly import Assembly, assemble
 from .config import ConfigError, Settings
 from .connections import GuardedSite, connection_limits, handler_options
+from .observability import server as observability
+from .observability.logs import configure_logging
 from .tls import TlsSetupError, server_context
 
 class StartupError(Exception):
     """The server could not start listening; the message says what to do."""
 
 
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 log = logging.getLogger("registry")
 
 
 def serve(settings: Settings) -> None:
-    configure_logging(settings)
+    configure_logging(settings.log)
     for line in settings.ignored:
         log.warning("config: ignoring %s", line)
     try:
@@ -47,16 +47,10 @@ def serve(settings: Settings) -> None:
         loop.close()
 
 
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log.level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 async def _run(assembly: Assembly, settings: Settings, ssl_context: SSLContext | None) -> None:
-    access_log = None if settings.log.accesslog.disabled else logging.getLogger("registry.access")
     limits = connection_limits(settings.http)
-    runner = web.AppRunner(assembly.app, access_log=access_log, access_log_format=ACCESS_LOG_FORMAT,
-                           shutdown_timeout=settings.http.draintimeout, **handler_options(limits))
+    runner = web.AppRunner(assembly.app, **observability.runner_options(assembly.app, settings),
+                           **handler_options(limits))
     await runner.setup()
     host, port = settings.http.host_port
     site = GuardedSite(runner, host, port, limits, ssl_context=ssl_context)
@@ -65,6 +59,12 @@ async def _run(assembly: Assembly, settings: Settings, ssl_context: SSLContext |
     except OSError as exc:
         await runner.cleanup()
         raise StartupError(_listen_error(settings.http.addr, exc)) from None
+    try:
+        debug_server = await observability.start_debug_server(assembly.app, settings)
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on {settings.http.debug.addr} (http.debug.addr): {exc.strerror or exc}"
+                           ) from None
     log.info("%s", startup_line(assembly, settings, ssl_context))
     systemd.notify("READY=1")
     if assembly.guard is None and not _loopback(host):
@@ -76,8 +76,9 @@ async def _run(assembly: Assembly, settings: Settings, ssl_context: SSLContext |
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     systemd.notify("STOPPING=1")
-    log.info("stopping: requests in flight have up to %gs to finish (http.draintimeout)", settings.http.draintimeout)
-    await runner.cleanup()
+    await observability.shut_down(assembly.app, settings, runner)
+    if debug_server is not None:
+        await debug_server.stop()
     log.info("stopped")
 
 

@@ -101,6 +101,14 @@ class ServerProcess:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def logged(self, text: str, timeout: float = 10) -> str:
+        """The server's log once it holds `text` (a request's access line is written after its answer)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log_path.read_text()):
+            assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s"
+            time.sleep(0.05)
+        return log
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -114,6 +122,9 @@ class ServerProcess:
 
 class RegistryServer(ServerProcess):
     """This project's registry, run as `python -m registry serve`."""
+
+    #: the process answers (the API may answer 503 while a configured health check fails)
+    ready_path = "/livez"
 
     def __init__(self, root: Path, log_path: Path, config: dict | None = None, args: list[str] | None = None) -> None:
         super().__init__(root, log_path)

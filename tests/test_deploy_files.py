@@ -23,7 +23,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from registry.healthcheck import HEALTH_PATH
+from registry.healthcheck import HEALTH_PATH, READY_PATH
 
 from .auth_helpers import write_htpasswd
 from .cli import run_registry
@@ -91,8 +91,8 @@ def test_the_kubernetes_manifests_validate_and_keep_the_deployment_safe() -> Non
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "privileged": False, "capabilities": {"drop": ["ALL"]}}
     assert set(container["resources"]) == {"requests", "limits"}
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["exec"]["command"][1:3] == ["-m", "registry.healthcheck"]  # HEALTH_PATH's one place
+    assert container["readinessProbe"]["httpGet"] == {"path": READY_PATH, "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": HEALTH_PATH, "port": "http"}
 
 
 def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ def test_the_shipped_mirror_config_pulls_through(make_registry: MakeRegistry, tm
     assert Layout(pulled).manifest("v1") == Layout(tmp_path / "upstream" / "pulled").manifest("v1")
 
 
-def test_the_health_check_counts_a_401_as_healthy_and_no_answer_as_unhealthy(make_registry: MakeRegistry,
+def test_the_health_check_passes_without_credentials_and_fails_without_an_answer(make_registry: MakeRegistry,
                                                                              tmp_path: Path) -> None:
     """What the image's HEALTHCHECK and the Kubernetes probes run, against a registry with auth."""
     write_htpasswd(tmp_path / "htpasswd", {"deployer": "deploy-password"})
@@ -187,7 +187,9 @@ def test_the_health_check_counts_a_401_as_healthy_and_no_answer_as_unhealthy(mak
     env = {**os.environ, "REGISTRY_HTTP_ADDR": server.host}
     check = [sys.executable, "-m", "registry.healthcheck", str(config)]
     healthy = run(check, env)
-    assert healthy.stdout.strip() == f"http://{server.host}{HEALTH_PATH}: 401"
+    assert healthy.stdout.strip() == f"http://{server.host}{HEALTH_PATH}: 200"
+    ready = run([*check[:3], "--ready", str(config)], env)
+    assert ready.stdout.strip() == f"http://{server.host}{READY_PATH}: 200"
     server.stop()
     unhealthy = run(check, env, check=False)
     assert unhealthy.returncode == 1

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from registry.mirror.service import READ_CHUNK, SUBSCRIBER_CHUNKS
 
@@ -36,6 +35,7 @@ from .oci_layout import (
     multi_arch_index,
     small_image,
 )
+from .scrape import scrape
 from .servers import MakeRegistry, RegistryServer, ServerProcess
 
 MiB = 1 << 20
@@ -71,15 +71,8 @@ def upstream_requests(upstream: RegistryServer, method: str, path: str) -> list[
 
 def mirror_metrics(server: RegistryServer) -> dict[tuple[str, str, str], float]:
     """registry_mirror_requests_total by (upstream, kind, result), read from /metrics."""
-    r = requests.get(f"{server.url}/metrics", timeout=10)
-    assert r.status_code == 200
-    found = {}
-    for family in text_string_to_metric_families(r.text):
-        for sample in family.samples:
-            if sample.name == "registry_mirror_requests_total":
-                labels = sample.labels
-                found[(labels["upstream"], labels["kind"], labels["result"])] = sample.value
-    return found
+    return {(labels["upstream"], labels["kind"], labels["result"]): value
+            for labels, value in scrape(server.url).labelled("registry_mirror_requests_total")}
 
 
 def stored_blobs(server: RegistryServer) -> set[str]:

@@ -55,7 +55,8 @@ def auth_config(tmp_path: Path, token: bool = False) -> dict[str, Any]:
     }
     if token:
         auth["token"] = {"builtin": True}
-    return {"auth": auth}
+    # the metrics the spec documents on the main port are off there by default once auth is on
+    return {"auth": auth, "http": {"debug": {"prometheus": {"mainport": True}}}}
 
 
 @pytest.mark.slow

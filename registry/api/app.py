@@ -17,7 +17,6 @@ from ..references import check_name
 from . import admin, base, blobs, catalog, manifests, openapi, referrers, tags, uploads
 from ..auth.guard import BUILTIN_PATH, Guard
 from ..auth.token_service import TokenService
-from ..metrics import exposition
 from ..mirror.service import Mirror
 from .budget import DEFAULT_MANIFEST_MEMORY, MANIFEST_MEMORY_KEY, MemoryBudget
 from .common import GUARD_KEY, MIRROR_KEY, REGISTRY_KEY
@@ -36,12 +35,14 @@ ACTIONS = {
 }
 _NAME = r"(?P<name>.+)"
 
-#: (path pattern, {method: handler}); the first pattern that matches wins
-ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-    (re.compile(r"/v2/?"), {"GET": base.version_check, "HEAD": base.version_check}),
-    (re.compile(r"/v2/_catalog"), {"GET": catalog.list_repositories}),
-    (re.compile(rf"/v2/{_NAME}/tags/list"), {"GET": tags.list_tags}),
+#: (route name, path pattern, {method: handler}); the first pattern that matches wins. The names are
+#: Distribution's (metrics and logs are labelled by them, never by path)
+ROUTES: list[tuple[str, re.Pattern[str], dict[str, Handler]]] = [
+    ("base", re.compile(r"/v2/?"), {"GET": base.version_check, "HEAD": base.version_check}),
+    ("catalog", re.compile(r"/v2/_catalog"), {"GET": catalog.list_repositories}),
+    ("tags", re.compile(rf"/v2/{_NAME}/tags/list"), {"GET": tags.list_tags}),
     (
+        "manifest",
         re.compile(rf"/v2/{_NAME}/manifests/(?P<reference>[^/]+)"),
         {
             "GET": manifests.get_manifest,
@@ -50,8 +51,9 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             "DELETE": manifests.delete_manifest,
         },
     ),
-    (re.compile(rf"/v2/{_NAME}/blobs/uploads/?"), {"POST": uploads.start_upload}),
+    ("blob_upload", re.compile(rf"/v2/{_NAME}/blobs/uploads/?"), {"POST": uploads.start_upload}),
     (
+        "blob_upload_chunk",
         re.compile(rf"/v2/{_NAME}/blobs/uploads/(?P<upload_id>[^/]+)"),
         {
             "GET": uploads.upload_status,
@@ -61,16 +63,26 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
         },
     ),
     (
+        "blob",
         re.compile(rf"/v2/{_NAME}/blobs/(?P<digest>[^/]+)"),
         {"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob},
     ),
-    (re.compile(rf"/v2/{_NAME}/referrers/(?P<digest>[^/]+)"), {"GET": referrers.list_referrers}),
+    ("referrers", re.compile(rf"/v2/{_NAME}/referrers/(?P<digest>[^/]+)"), {"GET": referrers.list_referrers}),
 ]
+
+
+def route_of(path: str) -> tuple[str, dict[str, str]] | None:
+    """The name and parameters of the /v2 route a path takes (for metrics and logs); None: no route."""
+    for name, pattern, _ in ROUTES:
+        match = pattern.fullmatch(path)
+        if match is not None:
+            return name, match.groupdict()
+    return None
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     path = request.path
-    for pattern, methods in ROUTES:
+    for _, pattern, methods in ROUTES:
         match = pattern.fullmatch(path)
         if match is None:
             continue
@@ -94,11 +106,6 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             await guard.require(request, params.get("name"), ACTIONS[request.method])
         return await handler(request, **params)
     raise RegistryError("NOT_FOUND", f"no such endpoint: {path}")
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body, content_type = exposition()
-    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def error_response(error: RegistryError, request: web.BaseRequest) -> web.Response:
@@ -184,7 +191,6 @@ def create_app(
         app.on_cleanup.append(lambda _: mirror.close())
     if guard is not None:
         app[GUARD_KEY] = guard
-    app.router.add_route("GET", "/metrics", metrics)
     app.router.add_route("GET", "/openapi.yaml", openapi.get_openapi)
     app.router.add_route("GET", "/admin/readonly", admin.get_readonly)
     app.router.add_route("PUT", "/admin/readonly", admin.put_readonly)

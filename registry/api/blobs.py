@@ -9,7 +9,7 @@ from aiohttp import web
 
 from storage_backends import PathNotFound
 
-from .. import layout
+from .. import events, layout
 from ..errors import RegistryError
 from ..numbers import parse_position
 from ..mirror.service import Mirror
@@ -72,6 +72,7 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         return unchanged
     path = layout.blob_data(parsed)
     if request.method == "GET":
+        events.blob_pulled(request, name, parsed, info.size)
         url = await registry.backend.redirect_url(path)
         if url is not None:
             return web.Response(status=307, headers={**headers, "Location": url})
@@ -133,6 +134,7 @@ async def mirrored_blob(request: web.Request, mirror: Mirror, name: str, digest:
         await fill.headers_ready.wait()
         if fill.error is not None:
             raise fill.error
+        events.blob_pulled(request, name, digest, fill.size)
         response = web.StreamResponse(headers=headers)
         response.content_type = "application/octet-stream"
         if fill.size is not None:
@@ -153,4 +155,5 @@ async def delete_blob(request: web.Request, name: str, digest: str) -> web.Respo
     registry.check_deletable()
     parsed = Digest.parse(digest)
     await registry.blobs.unlink(name, parsed)
+    await events.blob_deleted(request, name, parsed)
     return web.Response(status=202, headers={"Docker-Content-Digest": str(parsed)})

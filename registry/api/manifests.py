@@ -6,6 +6,7 @@ from typing import Callable
 
 from aiohttp import web
 
+from .. import events
 from ..errors import RegistryError
 from ..manifests import MAX_MANIFEST_SIZE
 from ..references import is_digest
@@ -46,6 +47,7 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.R
     with request.app[MANIFEST_MEMORY_KEY].lease() as take:
         body = await _read_limited(request, take)
         manifest = await registry.manifests.put(name, reference, body, request.headers.get("Content-Type"), tags)
+    await events.manifest_pushed(request, name, manifest, tags if is_digest(reference) else [reference])
     headers = {
         "Location": f"/v2/{name}/manifests/{manifest.digest}",
         "Docker-Content-Digest": str(manifest.digest),
@@ -69,11 +71,14 @@ async def get_manifest(request: web.Request, name: str, reference: str) -> web.R
     unchanged = not_modified(request, etag, headers)
     if unchanged is not None:
         return unchanged
+    if request.method == "GET":
+        events.manifest_pulled(request, name, manifest, reference)
     return web.Response(body=manifest.body, headers={**headers, "Content-Type": manifest.media_type})
 
 
 async def delete_manifest(request: web.Request, name: str, reference: str) -> web.Response:
     registry = registry_of(request)
     registry.check_deletable()
-    await registry.manifests.delete(name, reference)
+    removed_tags = await registry.manifests.delete(name, reference)
+    await events.manifest_deleted(request, name, reference, removed_tags)
     return web.Response(status=202)

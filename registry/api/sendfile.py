@@ -54,6 +54,7 @@ class SendfileResponse(web.StreamResponse):
         self._data = data
         self._offset = offset
         self._count = count
+        self._sent = 0
         self.content_length = count
         self.content_type = "application/octet-stream"
 
@@ -74,6 +75,7 @@ class SendfileResponse(web.StreamResponse):
             except (OSError, TimeoutError):
                 transport.close()
                 raise ConnectionResetError("client went away during sendfile") from None
+            self._sent = self._count
             await super().write_eof()
         return writer
 
@@ -87,3 +89,8 @@ class SendfileResponse(web.StreamResponse):
 
     async def write_eof(self, data: bytes = b"") -> None:
         pass  # prepare() ends the body itself
+
+    @property
+    def body_length(self) -> int:
+        """What went out, the bytes the thread sent included (for the access log and metrics)."""
+        return super().body_length + self._sent

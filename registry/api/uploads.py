@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .. import events
 from ..errors import RegistryError
 from ..references import ALGORITHMS, Digest, check_name
 from ..uploads import upload_headers
@@ -43,13 +44,15 @@ async def start_upload(request: web.Request, name: str) -> web.Response:
     if mount:
         digest = Digest.parse(mount)
         if await _may_mount(request, source) and await registry.blobs.mount(name, digest, source):
+            await events.blob_mounted(request, registry, name, digest, source)
             return _created(name, digest)
     algorithm = request.query.get("digest-algorithm", "sha256")
     if algorithm not in ALGORITHMS:
         raise RegistryError("DIGEST_INVALID", f"unsupported digest algorithm {algorithm[:50]!r}")
     if "digest" in request.query:  # monolithic upload: the whole blob in this request
         digest = _digest_param(request)
-        await registry.uploads.put_whole(name, digest, body_chunks(request), request.content_length)
+        size = await registry.uploads.put_whole(name, digest, body_chunks(request), request.content_length)
+        await events.blob_pushed(request, name, digest, size)
         return _created(name, digest)
     upload_id = await registry.uploads.start(name, algorithm)
     return web.Response(status=202, headers=upload_headers(name, upload_id, 0))
@@ -74,7 +77,8 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
     digest = _digest_param(request)
     start, length = chunk_bounds(request)
     body = body_chunks(request) if has_body(request) else None
-    await registry.uploads.finish(name, upload_id, digest, body, start, length)
+    size = await registry.uploads.finish(name, upload_id, digest, body, start, length)
+    await events.blob_pushed(request, name, digest, size)
     return _created(name, digest)
 
 

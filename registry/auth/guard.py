@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..errors import RegistryError
+from ..observability.metrics import AUTH_ATTEMPTS
 from .access import ANONYMOUS, AccessRules, Identity
 from .htpasswd import Htpasswd
 from .tokens import TokenError, TokenVerifier
@@ -46,6 +47,7 @@ class FailureLimiter:
 
     def check(self, client: str) -> None:
         if len(self._recent(client)) >= self.limit:
+            AUTH_ATTEMPTS.labels("ratelimited").inc()
             raise RegistryError("TOOMANYREQUESTS", "too many failed logins; try again later",
                                 headers={"Retry-After": str(int(self.window))})
 
@@ -78,6 +80,8 @@ class Guard:
         if cached is not None:
             return cached
         identity = await self._authenticate(request)
+        if not identity.anonymous:
+            AUTH_ATTEMPTS.labels("success").inc()
         request[IDENTITY_KEY] = identity
         return identity
 
@@ -107,6 +111,7 @@ class Guard:
 
     def failed_login(self, request: web.Request, why: str) -> RegistryError:
         client = request.remote or "unknown"
+        AUTH_ATTEMPTS.labels("failure").inc()
         self.limiter.failed(client)
         log.warning("authentication failed from %s: %s", client, why)
         return self.challenge(request, None, "authentication failed")

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..errors import RegistryError
 from ..forms import read_form
+from ..observability.metrics import AUTH_ATTEMPTS
 from .access import ANONYMOUS, AccessRules, Identity, Scope
 from .guard import Guard, _basic
 from .htpasswd import Htpasswd
@@ -43,6 +44,8 @@ class TokenService:
         if service and service != self.signer.service:
             raise RegistryError("DENIED", f"this token service serves {self.signer.service!r}, not {service!r}")
         user, offline = await self._authenticate(request, params)
+        if user:
+            AUTH_ATTEMPTS.labels("success").inc()
         granted = self._grant(Identity(user) if user else ANONYMOUS, scopes)
         claims: dict[str, Any] = {"sub": user or "", "access": granted}
         token = self.signer.sign(claims, ACCESS_TOKEN_SECONDS)

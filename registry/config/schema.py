@@ -15,6 +15,7 @@ Distribution's (`draintimeout`), because `_` separates levels in environment var
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -28,8 +29,10 @@ from .values import (
     LogLevel,
     Natural,
     PositiveDuration,
+    Network,
     Regex,
     Secret,
+    SecretList,
     Size,
     Str,
     StrList,
@@ -74,10 +77,10 @@ IGNORED: dict[str, str] = {
     "policy": "repository classes are not supported",
     "proxy.exec": "credential helpers are not supported; use username and password",
     "proxy.cachewritetimeout": "cache fills stop when the upstream stalls (its own timeout)",
-    "notifications": "not implemented yet",
-    "health": "not implemented yet",
 }
 
+#: loopback and private networks: where proxies and load balancers usually are
+PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 #: storage drivers Distribution has and this registry does not
 UNSUPPORTED_DRIVERS = ("azure", "gcs", "swift", "oss")
 DRIVERS = ("filesystem", "s3", "inmemory")
@@ -105,6 +108,9 @@ class AccessLog(Section):
 
 class Log(Section):
     level: LogLevel = "info"
+    #: text, or json (one object per line); Distribution's logstash is json with @timestamp and @version
+    formatter: Literal["text", "json", "logstash"] = "text"
+    fields: dict[str, Str] = {}  # added to every log line (service: registry, environment: staging)
     accesslog: AccessLog = AccessLog()
 
 
@@ -138,6 +144,30 @@ class Limits(Section):
     manifestmemory: Size = Field(64 << 20, ge=4 << 20)  # manifest bodies buffered at once, all requests together
 
 
+class Prometheus(Section):
+    enabled: Bool = False  # serve metrics on the debug server (http.debug.addr) at path
+    path: Str = "/metrics"
+    #: ours: also serve them, unauthenticated, on the main port; default: on unless auth is configured
+    mainport: Bool | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("/v2"):
+            raise ValueError(f"expected a path such as /metrics (outside /v2), not {value!r}")
+        return value
+
+
+class Debug(Section):
+    addr: Address | None = None  # the debug server: /debug/health, /livez, /readyz, and metrics if enabled
+    prometheus: Prometheus = Prometheus()
+
+
+class RequestId(Section):
+    #: clients (a proxy, a load balancer) whose X-Request-Id header is used; others get a generated id
+    trustfrom: list[Network] = Field(default_factory=lambda: [ipaddress.ip_network(n) for n in PRIVATE_NETWORKS])
+
+
 class Http(Section):
     addr: Address = "127.0.0.1:5000"
     net: Literal["tcp"] = "tcp"
@@ -145,6 +175,11 @@ class Http(Section):
     prefix: Literal["", "/"] = ""  # serving under a path prefix is not supported: use a reverse proxy
     secret: Secret | None = None  # signs state handed to clients; replicas must share it
     draintimeout: Duration = 30.0  # at SIGTERM, how long requests in flight may take to finish
+    #: ours: at SIGTERM, keep serving this long with /readyz answering 503 before closing the listener,
+    #: so that load balancers take the replica out of rotation first
+    shutdowndelay: Duration = 0.0
+    debug: Debug = Debug()
+    requestid: RequestId = RequestId()
     headers: dict[str, StrList] = {}  # added to every response (e.g. Strict-Transport-Security)
     tls: Tls = Tls()
     timeouts: Timeouts = Timeouts()
@@ -410,6 +445,86 @@ class Proxy(Section):
         return self
 
 
+# -- health -------------------------------------------------------------------------------------
+
+class StorageDriverCheck(Section):
+    enabled: Bool = False
+    interval: PositiveDuration = 10.0
+    threshold: Natural = 0  # failures in a row before the check fails; 0: the first one
+    timeout: PositiveDuration = 5.0  # ours: a storage probe slower than this fails (also for /readyz)
+
+
+class FileCheck(Section):
+    file: Str  # the check fails while this file exists (to take a replica out of rotation)
+    interval: PositiveDuration = 10.0
+
+
+class HttpCheck(Section):
+    uri: Url  # HEAD must answer statuscode
+    headers: dict[str, SecretList] = {}
+    statuscode: Natural = Field(200, ge=100, le=599)
+    timeout: PositiveDuration = 5.0
+    interval: PositiveDuration = 10.0
+    threshold: Natural = 0
+
+
+class TcpCheck(Section):
+    addr: Address  # a connection must open
+    timeout: PositiveDuration = 5.0
+    interval: PositiveDuration = 10.0
+    threshold: Natural = 0
+
+
+class Health(Section):
+    storagedriver: StorageDriverCheck = StorageDriverCheck()
+    file: list[FileCheck] = []
+    http: list[HttpCheck] = []
+    tcp: list[TcpCheck] = []
+
+
+# -- notifications ------------------------------------------------------------------------------
+
+EventAction = Literal["push", "pull", "delete", "mount"]
+
+
+class Ignore(Section):
+    mediatypes: StrList = []
+    actions: list[EventAction] = []
+
+
+class Endpoint(Section):
+    name: Str = Field(min_length=1, max_length=100)
+    disabled: Bool = False
+    url: Url
+    headers: dict[str, SecretList] = {}
+    timeout: PositiveDuration = 1.0
+    threshold: Natural = 10  # failures in a row retried at once before backing off
+    backoff: PositiveDuration = 1.0  # the first pause after threshold failures; it doubles up to a minute
+    ignoredmediatypes: StrList = []
+    ignore: Ignore = Ignore()
+    secret: Secret | None = None  # ours: sign each body with HMAC-SHA256 (X-Registry-Signature-256)
+
+
+class Events(Section):
+    includereferences: Bool = False  # manifest events list the manifest's references
+
+
+class Notifications(Section):
+    events: Events = Events()
+    endpoints: list[Endpoint] = []
+    #: ours: where each endpoint's queue is kept on local disk; default: notifications/ in the
+    #: filesystem storage directory, else in the working directory. One process per directory.
+    spool: Str | None = None
+    queuelimit: Natural = Field(100_000, ge=1)  # ours: events kept per endpoint; beyond, the oldest are dropped
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Notifications":
+        names = [endpoint.name for endpoint in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError("two endpoints share a name (each has its own queue, found by name)")
+        return self
+
+
 # -- the whole file ------------------------------------------------------------------------------
 
 class UI(Section):
@@ -424,6 +539,8 @@ class Settings(Section):
     auth: Auth | None = None
     proxy: Proxy | None = None
     ui: UI = UI()
+    health: Health = Health()
+    notifications: Notifications = Notifications()
     #: Distribution keys set in the config that this registry ignores, with why (set by the loader)
     _ignored: list[str] = PrivateAttr(default_factory=list)
 

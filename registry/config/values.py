@@ -8,6 +8,7 @@ an error, never truthy.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any
 
@@ -150,6 +151,14 @@ def _regex(value: Any) -> re.Pattern[str]:
         raise ValueError(f"bad regular expression {text!r}: {exc}") from None
 
 
+def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    text = _str(value).strip()
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"expected an address or a network such as 10.0.0.0/8, not {_show(value)}") from None
+
+
 def _log_level(value: Any) -> str:
     text = _str(value).strip().lower()
     text = "warning" if text == "warn" else text
@@ -169,6 +178,10 @@ Natural = Annotated[int, BeforeValidator(_int), Field(ge=0)]
 Str = Annotated[str, BeforeValidator(_str)]
 StrList = Annotated[list[str], BeforeValidator(_str_list)]
 Secret = Annotated[SecretStr, BeforeValidator(_str)]
+#: header values (`Authorization: [Bearer ...]`): masked by `registry config check`
+SecretList = Annotated[list[SecretStr], BeforeValidator(_str_list)]
+Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network),
+                    PlainSerializer(str, return_type=str)]
 Url = Annotated[str, BeforeValidator(_url)]
 Address = Annotated[str, BeforeValidator(_address)]
 LogLevel = Annotated[str, BeforeValidator(_log_level)]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ..blobs import SET_ASIDE_GRACE
 from ..catalog import linking_repositories
 from ..config import schema
-from ..metrics import (
+from ..observability.metrics import (
     MIRROR_CACHE_BYTES,
     MIRROR_DELETED_BYTES,
     MIRROR_EVICTED,

@@ -19,7 +19,7 @@ from typing import AsyncIterator
 from ..domain import Registry
 from ..errors import RegistryError
 from ..manifests import Manifest
-from ..metrics import MIRROR_REQUESTS
+from ..observability.metrics import MIRROR_REQUESTS
 from ..numbers import parse_natural
 from ..references import Digest, is_digest
 from .upstream import MANIFEST_ACCEPT, Upstream, UpstreamError

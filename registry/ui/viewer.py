@@ -81,7 +81,7 @@ async def log_in(request: web.Request, guard: Guard, user: str, password: str, t
         if guard.verifier is None:
             raise _failed(request, guard, "token login on a registry without token auth")
         try:
-            identity = guard.verifier.verify(token)
+            guard.verifier.verify(token)
         except TokenError as exc:
             raise _failed(request, guard, str(exc)) from None
         expires = jwt.decode(token, options={"verify_signature": False}).get("exp")
