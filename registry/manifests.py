@@ -16,8 +16,10 @@ from .links import delete_quietly, digests_under, read_link, write_link
 from .references import Digest, check_tag, is_digest
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
-#: manifests are immutable by digest, so their bytes can be cached without invalidation
+#: manifests are immutable by digest, so their bytes can be cached without invalidation: this much
+#: memory, counting each entry's bookkeeping (MANIFEST_ENTRY_BYTES) with its bytes
 MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
+MANIFEST_ENTRY_BYTES = 512
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -32,7 +34,13 @@ class Manifest:
     digest: Digest
     media_type: str
     body: bytes
-    document: dict[str, Any] = field(repr=False, compare=False)
+    parsed: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The manifest's JSON: as parsed when it was pushed or read, else (the cache keeps bytes only,
+        a parsed document takes several times their memory) parsed again."""
+        return self.parsed if self.parsed is not None else _json_object(self.body)
 
     @property
     def subject(self) -> Digest | None:
@@ -230,14 +238,37 @@ class ManifestStore:
         self._remember(manifest)
         return manifest
 
+    async def references(self, digest: Digest) -> list[str] | None:
+        """The digests a stored manifest names, as written (an image's config and layers, an index's
+        child manifests; not checked: the caller parses what it needs); None when its data is gone.
+        Read past the cache, so that reading every manifest (garbage collection) neither fills it
+        nor pushes out the manifests being served."""
+        cached = self._cache.get(digest)
+        if cached is not None:
+            document, media_type = cached.document, cached.media_type
+        else:
+            try:
+                body = await self.backend.read_bytes(layout.blob_data(digest))
+            except PathNotFound:
+                return None
+            document = _json_object(body)
+            media_type = document.get("mediaType") or _stored_media_type(document)
+        if media_type in IMAGE_TYPES:
+            descriptors = [document.get("config"), *_list(document.get("layers"))]
+        elif media_type in INDEX_TYPES:
+            descriptors = _list(document.get("manifests"))
+        else:
+            return []
+        return [d["digest"] for d in descriptors if isinstance(d, dict) and isinstance(d.get("digest"), str)]
+
     def _remember(self, manifest: Manifest) -> None:
         if manifest.digest in self._cache:
             return
-        self._cache[manifest.digest] = manifest
-        self._cache_bytes += len(manifest.body)
+        self._cache[manifest.digest] = Manifest(manifest.digest, manifest.media_type, manifest.body)
+        self._cache_bytes += len(manifest.body) + MANIFEST_ENTRY_BYTES
         while self._cache_bytes > MANIFEST_CACHE_BYTES:
             _, evicted = self._cache.popitem(last=False)
-            self._cache_bytes -= len(evicted.body)
+            self._cache_bytes -= len(evicted.body) + MANIFEST_ENTRY_BYTES
 
     async def delete(self, name: str, reference: str) -> None:
         """By digest: remove the manifest, every tag on it and its referrer entry. By tag: untag."""
@@ -321,6 +352,10 @@ def _json_object(body: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     return document if isinstance(document, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _stored_media_type(document: dict[str, Any]) -> str:

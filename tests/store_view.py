@@ -34,6 +34,11 @@ class StoreView:
     def size(self, path: str) -> int:
         return len(self.read(path))
 
+    def is_dir(self, path: str) -> bool:
+        """Whether path is a directory: on S3, whether any key lies below it; on a filesystem,
+        also when it is empty (what a delete must not leave behind)."""
+        return bool(self.keys(path))
+
 
 class FilesystemView(StoreView):
     def __init__(self, root: Path) -> None:
@@ -47,6 +52,9 @@ class FilesystemView(StoreView):
 
     def size(self, path: str) -> int:
         return (self.root / path).stat().st_size
+
+    def is_dir(self, path: str) -> bool:
+        return (self.root / path).is_dir()
 
     def keys(self, prefix: str = "") -> list[str]:
         top = self.root / prefix
