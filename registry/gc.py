@@ -131,14 +131,15 @@ class GarbageCollector:
             return report
         aside: dict[Key, int | None] = {key_of(digest): None for digest in left_aside}  # -> size, if known
         todo = [key for key in candidates if key not in aside]
+        batch: list[Digest] = []
         try:
             for start in range(0, len(todo), SET_ASIDE_BATCH):
                 batch = [digest_of(key) for key in todo[start:start + SET_ASIDE_BATCH]]
                 for digest in await self.registry.blobs.set_aside_batch(batch):
                     aside[key_of(digest)] = candidates[key_of(digest)]
-        except BaseException:  # never leave data aside that may be linked
-            for key in aside:
-                await asyncio.shield(self.registry.blobs.put_back(digest_of(key)))
+        except BaseException:  # never leave data aside that may be linked (a batch may be half done)
+            for digest in {*map(digest_of, aside), *batch}:
+                await asyncio.shield(self.registry.blobs.put_back(digest))
             raise
         if aside:
             await self._decide(aside, mark, cutoff, report)
