@@ -9,6 +9,7 @@ the rounds (the maximum, for memory peaks).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -24,7 +25,12 @@ from typing import Any
 
 from .procs import REPO_ROOT, SIDES, S3Endpoint, Side
 from .report import Result, table
+from .scale import scale_scenarios
 from .scenarios import MiB, Context, Scenario, Sizes, all_scenarios
+
+
+def every_scenario(sizes: Sizes) -> list[Scenario]:
+    return all_scenarios(sizes) + scale_scenarios(sizes)
 
 
 def log(message: str) -> None:
@@ -34,15 +40,18 @@ def log(message: str) -> None:
 def run_scenario(scenario: Scenario, sides: dict[str, Side], ctx: Context, rounds: int,
                  results: dict[str, Result]) -> None:
     states: dict[str, Any] = {}
+    rounds = min(rounds, scenario.max_rounds or rounds)
     try:
         if not scenario.fresh_per_round:
             for name, side in sides.items():
-                side.start(scenario.our_config)
+                if scenario.needs_servers:
+                    side.start(scenario.our_config)
                 states[name] = scenario.setup(side, ctx)
         for index in range(rounds):
             for name, side in sides.items():  # interleaved: reference, then ours, every round
                 if scenario.fresh_per_round:
-                    side.start(scenario.our_config)
+                    if scenario.needs_servers:
+                        side.start(scenario.our_config)
                     states[name] = scenario.setup(side, ctx)
                 values = scenario.measure(side, states[name], index, ctx)
                 if scenario.fresh_per_round:
@@ -54,6 +63,7 @@ def run_scenario(scenario: Scenario, sides: dict[str, Side], ctx: Context, round
     finally:
         for side in sides.values():
             side.stop()
+        scenario.finish()
 
 
 class Servers:
@@ -111,12 +121,18 @@ def metadata(sizes: Sizes, rounds: int, reference_cache: bool) -> dict[str, Any]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    names = [s.name for s in all_scenarios(Sizes())]
+    names = [s.name for s in every_scenario(Sizes())]
+    opt_in = [s.name for s in every_scenario(Sizes()) if s.opt_in]
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes and 1 round: a smoke check, not a result")
     parser.add_argument("--only", action="append", default=[], metavar="SCENARIO",
                         help=f"run only these scenarios (repeatable or comma-separated): {', '.join(names)}")
+    parser.add_argument("--scale", action="store_true",
+                        help=f"run the opt-in scale scenarios instead ({', '.join(opt_in)}): about an hour, "
+                             "30 GB of temporary space")
+    parser.add_argument("--soak-minutes", type=float,
+                        help="how long the soak scenario's traffic runs (default 10; 1/3 with --quick)")
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; 1 with --quick)")
     parser.add_argument("--json", metavar="FILE", help="also write the results and samples as JSON")
     parser.add_argument("--no-reference-cache", action="store_true",
@@ -134,8 +150,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.soak_minutes is not None:
+        sizes = dataclasses.replace(sizes, soak_seconds=args.soak_minutes * 60)
     rounds = args.rounds or (1 if args.quick else 3)
-    scenarios = [s for s in all_scenarios(sizes) if not args.only or s.name in args.only]
+    scenarios = [s for s in every_scenario(sizes)
+                 if s.name in args.only or (not args.only and s.opt_in == args.scale)]
     results = {m.key: Result(m) for s in scenarios for m in s.metrics}
     errors: dict[str, str] = {}
 

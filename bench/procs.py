@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -17,7 +19,7 @@ import yaml  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
 from tests.s3 import new_bucket, s3_client, s3_config  # noqa: E402
-from tests.servers import MotoServer, ReferenceRegistry, RegistryServer, ServerProcess  # noqa: E402
+from tests.servers import MotoServer, ReferenceRegistry, RegistryServer, ServerProcess, free_port  # noqa: E402
 
 #: the same logging for both: errors only, no access log (the reference's settings in tests/servers.py)
 OUR_CONFIG = {"log": {"level": "error", "accesslog": {"disabled": True}}}
@@ -121,14 +123,38 @@ class Side:
         self.generation = 0
         self.our_config: dict[str, Any] = {}
 
-    def start(self, our_config: dict[str, Any] | None = None) -> ServerProcess:
-        """our_config: settings merged into ours (the reference runs as always)."""
+    def start(self, our_config: dict[str, Any] | None = None, root: Path | None = None) -> ServerProcess:
+        """A new process on a new, empty store, or on the store at root (a filesystem directory);
+        our_config: settings merged into ours (the reference runs as always)."""
         self.stop()
         self.our_config = our_config or {}
-        if self.s3 is not None:
+        if self.s3 is not None and root is None:
             self.bucket = self.s3.new_bucket()
-        self.server = self._process(redirect=False)
+        self.server = self._process(redirect=False, root=root)
         return self.server.start()
+
+    def start_timed(self, root: Path | None = None, poll: float = 0.005) -> float:
+        """start(root), timed from exec to the first answer of GET /v2/, polled every `poll` seconds."""
+        self.stop()
+        self.server = self._process(redirect=False, root=root)
+        self.server.port = free_port()
+        log = open(self.server.log_path, "ab")
+        started = time.perf_counter()
+        self.server.proc = subprocess.Popen(self.server.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            env=self.server.env())
+        log.close()
+        while time.perf_counter() - started < 60:
+            if self.server.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.server.log_path.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as sock:
+                    sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                    if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                        return time.perf_counter() - started
+            except OSError:
+                pass
+            time.sleep(poll)
+        raise RuntimeError(f"{self.name} did not answer within 60 s")
 
     def start_replica(self, redirect: bool) -> ServerProcess:
         """Another process of this server on the same store (S3: the same bucket); stopped with it."""
@@ -138,11 +164,11 @@ class Side:
         self.replicas.append(replica)
         return replica.start()
 
-    def _process(self, redirect: bool) -> ServerProcess:
+    def _process(self, redirect: bool, root: Path | None = None) -> ServerProcess:
         self.generation += 1
         base = self.workdir / f"{self.name}-{self.generation}"
         base.mkdir(parents=True)
-        data = self.server.root if self.server is not None else base / "data"
+        data = root or (self.server.root if self.server is not None else base / "data")
         storage = None if self.s3 is None or self.bucket is None else self.s3.storage(self.bucket, redirect)
         if self.name == "reference":
             return BenchReference(data, base / "server.log", cache=self.cached_reference, storage=storage)

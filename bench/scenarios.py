@@ -15,6 +15,7 @@ from . import ops, wrk
 from .httpclient import Connection
 from .ops import BlobFile
 from .procs import RssSampler, Side
+from .storegen import StoreSpec
 
 MB = 1_000_000
 MiB = 1 << 20
@@ -53,11 +54,18 @@ class Sizes:
     #: repositories behind the web UI's pages, and how often each page is fetched per round
     ui_repos: int = 10_000
     ui_requests: int = 20
+    #: the generated stores of the scale scenarios (bench/scale.py)
+    scale_store: StoreSpec = StoreSpec(manifests=100_000, repositories=100_000, many_tags=10_000)
+    s3_scale_store: StoreSpec = StoreSpec(manifests=10_000, repositories=10_000, many_tags=100)
+    soak_seconds: float = 600
+    soak_connections: int = 64
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(big=64 * MiB, small_count=200, tags=100, repos=100, rss_size=256 * MiB,
-                   wrk_seconds=2, list_seconds=2, s3_big=32 * MiB, ui_repos=500, ui_requests=5)
+                   wrk_seconds=2, list_seconds=2, s3_big=32 * MiB, ui_repos=500, ui_requests=5,
+                   scale_store=StoreSpec(manifests=2_000, repositories=1_000, many_tags=300),
+                   s3_scale_store=StoreSpec(manifests=500, repositories=250, many_tags=10), soak_seconds=20)
 
 
 class Context:
@@ -138,6 +146,12 @@ class Scenario:
     sides: tuple[str, ...] = ("reference", "ours")
     #: settings for our server beyond the bench's own (the reference always runs as shipped)
     our_config: dict[str, Any] | None = None
+    #: False: the scenario runs its own processes (a collector, say), the harness starts no server
+    needs_servers = True
+    #: run only when asked for by name or with --scale (long, or needing a large generated store)
+    opt_in = False
+    #: at most this many rounds, whatever --rounds says (a scenario whose one round takes many minutes)
+    max_rounds: int | None = None
 
     def prepare(self, ctx: Context) -> None:
         """Untimed work done once before any server starts (generating files)."""
@@ -148,6 +162,9 @@ class Scenario:
 
     def measure(self, side: Side, state: Any, round_index: int, ctx: Context) -> dict[str, float]:
         raise NotImplementedError
+
+    def finish(self) -> None:
+        """Stop what the scenario started itself, after its last round (also on error)."""
 
 
 class MonolithicPush(Scenario):

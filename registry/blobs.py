@@ -22,7 +22,7 @@ SET_ASIDE_GRACE = 2.0
 class BlobStore:
     def __init__(self, backend: StorageBackend) -> None:
         self.backend = backend
-        self._data: OrderedDict[Digest, FileInfo] = OrderedDict()
+        self._data: OrderedDict[Digest, tuple[int, float]] = OrderedDict()  # size, mtime
 
     async def stat(self, name: str, digest: Digest) -> FileInfo:
         """The blob's data, if the repository links it (a repository never serves a blob it does not link).
@@ -32,15 +32,16 @@ class BlobStore:
         """
         if await read_link(self.backend, layout.layer_link(name, digest)) != digest:
             raise RegistryError("BLOB_UNKNOWN", f"blob {digest} unknown to repository {name}", {"digest": str(digest)})
-        info = self._data.get(digest)
-        if info is not None:
+        path = layout.blob_data(digest)
+        known = self._data.get(digest)
+        if known is not None:
             self._data.move_to_end(digest)
-            return info
+            return FileInfo(path, known[0], known[1], False)
         try:
-            info = await self.backend.stat(layout.blob_data(digest))
+            info = await self.backend.stat(path)
         except PathNotFound:
             raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is linked but its data is missing") from None
-        self._data[digest] = info
+        self._data[digest] = (info.size, info.mtime)
         if len(self._data) > MAX_CACHED_SIZES:
             self._data.popitem(last=False)
         return info
@@ -111,9 +112,9 @@ class BlobStore:
 
     async def size(self, digest: Digest) -> int | None:
         """The stored data's size; None when it is not stored."""
-        info = self._data.get(digest)
-        if info is not None:
-            return info.size
+        known = self._data.get(digest)
+        if known is not None:
+            return known[0]
         try:
             return (await self.backend.stat(layout.blob_data(digest))).size
         except PathNotFound:
@@ -142,6 +143,13 @@ class BlobStore:
             return False
         return True
 
+    async def set_aside_batch(self, digests: list[Digest]) -> list[Digest]:
+        """set_aside for many at once (see move_files); those that were stored and are now aside."""
+        for digest in digests:
+            self._data.pop(digest, None)
+        moved = await self.backend.move_files([(layout.blob_data(d), layout.set_aside_data(d)) for d in digests])
+        return [digest for digest, done in zip(digests, moved) if done]
+
     async def put_back(self, digest: Digest) -> None:
         """Undo set_aside; when the blob was stored again meanwhile, that copy stays."""
         if await self.stored(digest):
@@ -159,7 +167,30 @@ class BlobStore:
             size = (await self.backend.stat(path)).size
         except PathNotFound:
             return 0
-        return size if await delete_quietly(self.backend, path) else 0
+        if not await delete_quietly(self.backend, path):
+            return 0
+        await self.backend.prune([layout.blob_dir(digest)])
+        return size
+
+    async def delete_set_aside_batch(self, digests: list[Digest]) -> None:
+        """Delete set-aside data for good, many at once, with the blob directories left empty."""
+        await self.backend.delete_files([layout.set_aside_data(digest) for digest in digests])
+        await self.backend.prune([layout.blob_dir(digest) for digest in digests])
+        await self.backend.prune([f"{layout.SET_ASIDE}/{algorithm}" for algorithm in {d.algorithm for d in digests}])
+        await self.backend.prune([layout.SET_ASIDE])
+
+    async def set_aside_size(self, digest: Digest) -> int:
+        try:
+            return (await self.backend.stat(layout.set_aside_data(digest))).size
+        except PathNotFound:
+            return 0
+
+    async def drop_links(self, links: list[tuple[str, Digest]]) -> int:
+        """Remove these repositories' links to blobs, many at once (the data stays); how many."""
+        paths = [layout.layer_link(name, digest) for name, digest in links]
+        await self.backend.delete_files(paths)
+        await self.backend.prune([path.rsplit("/", 1)[0] for path in paths])
+        return len(paths)
 
     async def set_aside_digests(self) -> list[Digest]:
         """Data set aside and neither deleted nor put back (its eviction was interrupted)."""

@@ -222,7 +222,11 @@ def _verify_command(args: argparse.Namespace) -> None:
 
 
 def _du_command(args: argparse.Namespace) -> None:
-    for line in _run_on_store(_settings(args), disk_usage).lines():
+    """Usage per repository, and what `registry gc` with the same settings would free."""
+    settings = _settings(args, {"storage.gc.grace": args.grace} if args.grace is not None else None,
+                         {"storage.gc.grace": "--grace"})
+    gc = settings.storage.gc
+    for line in _run_on_store(settings, lambda registry: disk_usage(registry, gc.grace, gc.deleteuntagged)).lines():
         print(line)
 
 
@@ -310,8 +314,11 @@ def _parser() -> argparse.ArgumentParser:
                                help="unlink corrupt objects and move their data to docker/registry/v2/quarantine")
     verify_parser.set_defaults(func=_verify_command)
 
-    du_parser = commands.add_parser("du", help="storage used per repository (unique and shared bytes)")
+    du_parser = commands.add_parser("du", help="storage used per repository (unique and shared bytes), "
+                                               "and what garbage collection would free")
     _add_store_options(du_parser)
+    du_parser.add_argument("--grace", help="count what gc would free with this grace period "
+                                           "(storage.gc.grace, default 1h)")
     du_parser.set_defaults(func=_du_command)
 
     cert_parser = commands.add_parser("gen-cert", help="write a self-signed TLS certificate and key")

@@ -26,8 +26,10 @@ MAX_MISSING_LISTED = 100
 #: manifests at least this big are hashed and parsed in a worker thread, one at a time: parsing holds
 #: Python's GIL, and the event loop keeps its turns only while few threads compete for it
 OFF_LOOP_BYTES = 256 * 1024
-#: manifests are immutable by digest, so their bytes can be cached without invalidation
+#: manifests are immutable by digest, so their bytes can be cached without invalidation: this much
+#: memory, counting each entry's bookkeeping (MANIFEST_ENTRY_BYTES) with its bytes
 MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
+MANIFEST_ENTRY_BYTES = 512
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -47,9 +49,17 @@ class Manifest:
     digest: Digest
     media_type: str
     body: bytes
-    document: dict[str, Any] = field(repr=False, compare=False)
+    parsed: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     #: what a pushed manifest names and the repository must hold (empty for one loaded from the store)
     references: tuple[Digest, ...] = field(default=(), repr=False, compare=False)
+    #: the document declares no mediaType: the type it was pushed with may be kept beside it
+    untyped: bool = field(default=False, repr=False, compare=False)
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The manifest's JSON: as parsed when it was pushed or read, else (the cache keeps bytes only,
+        a parsed document takes several times their memory) parsed again."""
+        return self.parsed if self.parsed is not None else _json_object(self.body)
 
     @property
     def subject(self) -> Digest | None:
@@ -114,7 +124,7 @@ def parse_manifest(body: bytes, content_type: str | None, digest: Digest) -> Man
     if "subject" in document:
         _check_descriptor(document["subject"], "subject")
     _check_optional_fields(document, "manifest")
-    return Manifest(digest, media_type, body, document, tuple(references))
+    return Manifest(digest, media_type, body, document, tuple(references), untyped=not declared)
 
 
 def _guess_media_type(document: dict[str, Any]) -> str:
@@ -323,20 +333,45 @@ class ManifestStore:
                 raise RegistryError("MANIFEST_UNKNOWN",
                                     f"manifest {digest} is linked but its data is missing") from None
             document = _json_object(body)
-            manifest = Manifest(digest, _stored_media_type(document), body, document)
+            manifest = Manifest(digest, _stored_media_type(document), body, document,
+                                untyped=not document.get("mediaType"))
             self._remember(manifest)
-        if name is not None and not manifest.document.get("mediaType"):
+        if name is not None and manifest.untyped:
             return await self._pushed_type(name, manifest)
         return manifest
+
+    async def references(self, digest: Digest) -> list[str] | None:
+        """The digests a stored manifest names, as written (an image's config and layers, an index's
+        child manifests; not checked: the caller parses what it needs); None when its data is gone.
+        Read past the cache, so that reading every manifest (garbage collection) neither fills it
+        nor pushes out the manifests being served."""
+        cached = self._cache.get(digest)
+        if cached is not None:
+            document, media_type = cached.document, cached.media_type
+        else:
+            try:
+                body = await self.backend.read_bytes(layout.blob_data(digest))
+            except PathNotFound:
+                return None
+            document = _json_object(body)
+            media_type = document.get("mediaType") or _stored_media_type(document)
+        if media_type in IMAGE_TYPES:
+            descriptors = [document.get("config"), *_list(document.get("layers"))]
+        elif media_type in INDEX_TYPES:
+            descriptors = _list(document.get("manifests"))
+        else:
+            return []
+        return [d["digest"] for d in descriptors if isinstance(d, dict) and isinstance(d.get("digest"), str)]
 
     def _remember(self, manifest: Manifest) -> None:
         if manifest.digest in self._cache:
             return
-        self._cache[manifest.digest] = manifest
-        self._cache_bytes += len(manifest.body)
+        self._cache[manifest.digest] = Manifest(manifest.digest, manifest.media_type, manifest.body,
+                                                untyped=manifest.untyped)
+        self._cache_bytes += len(manifest.body) + MANIFEST_ENTRY_BYTES
         while self._cache_bytes > MANIFEST_CACHE_BYTES:
             _, evicted = self._cache.popitem(last=False)
-            self._cache_bytes -= len(evicted.body)
+            self._cache_bytes -= len(evicted.body) + MANIFEST_ENTRY_BYTES
 
     async def delete(self, name: str, reference: str) -> list[str]:
         """By digest: remove the manifest, every tag on it and its referrer entry. By tag: untag.
@@ -435,6 +470,10 @@ def _identify(body: bytes, content_type: str | None, expected: Digest | None) ->
             {"expected": str(expected), "computed": str(digest)},
         )
     return parse_manifest(body, content_type, digest)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _stored_media_type(document: dict[str, Any]) -> str:

@@ -66,6 +66,27 @@ def check_path(path: str) -> str:
     return path
 
 
+def in_range(key: str, after: str | None, until: str | None) -> bool:
+    return (after is None or key > after) and (until is None or key <= until)
+
+
+def subtree_in_range(prefix: str, after: str | None, until: str | None) -> bool:
+    """Whether any key starting with prefix can be > after and <= until."""
+    if until is not None and prefix > until:
+        return False
+    return after is None or prefix > after or after.startswith(prefix)
+
+
+def _below(bound: str | None, name: str) -> str | None:
+    """A range bound of a parent directory, seen from its child `name` (keys `name/...`)."""
+    if bound is None:
+        return None
+    prefix = name + "/"
+    if bound.startswith(prefix):
+        return bound[len(prefix):]
+    return "" if bound < prefix else "\U0010ffff"
+
+
 class Writer(abc.ABC):
     """A streaming write to one path.
 
@@ -174,6 +195,71 @@ class StorageBackend(abc.ABC):
 
         await walk("")
         return found[:limit] if limit is not None else found
+
+    async def walk(self, path: str, after: str | None = None, until: str | None = None,
+                   leaf: Callable[[str], bool] | None = None) -> AsyncIterator[FileInfo]:
+        """Every file below directory path, at any depth, with its size and mtime; nothing when path
+        does not exist. FileInfo.path is relative to path. Files come in the order of their keys
+        (directory `v1` sorts as `v1/`), so everything below one directory comes together; only
+        those whose relative path is > after and <= until, so that a caller can list the parts
+        of a large tree at the same time.
+
+        A backend with directories reports a directory that `leaf` accepts (given its relative
+        path) as one entry, is_dir, without size or mtime (0), instead of walking into it: where a
+        directory's name says all a caller needs, that spares reading it. Backends without
+        directories (S3, memory) list the files below it as usual, so callers take both.
+
+        This generic walk lists and stats entry by entry; a backend with a cheaper way (S3 lists
+        1,000 keys a call wherever they are) overrides it.
+        """
+        try:
+            names = await self.list(path)
+        except PathNotFound:
+            return
+        entries = []
+        for name in names:
+            try:
+                entries.append((name, await self.stat(f"{path}/{name}" if path else name)))
+            except PathNotFound:
+                continue  # deleted meanwhile
+        for name, info in sorted(entries, key=lambda e: e[0] + ("/" if e[1].is_dir else "")):
+            if not info.is_dir:
+                if in_range(name, after, until):
+                    yield FileInfo(name, info.size, info.mtime, False)
+            elif leaf is not None and leaf(name):
+                if in_range(name, after, until):
+                    yield FileInfo(name, 0, 0.0, True)
+            elif subtree_in_range(name + "/", after, until):
+                inner = None if leaf is None else (lambda relative, name=name: leaf(f"{name}/{relative}"))
+                async for found in self.walk(info.path, _below(after, name), _below(until, name), inner):
+                    yield FileInfo(f"{name}/{found.path}", found.size, found.mtime, found.is_dir)
+
+    async def move_files(self, moves: list[tuple[str, str]]) -> list[bool]:
+        """move(src, dst) for each pair of files written whole, many at once where the backend can
+        (S3: a server-side copy each, then the sources deleted 1,000 a call); whether each source
+        was there to move. Not atomic as a whole: each file is at one place or the other."""
+        moved = []
+        for src, dst in moves:
+            try:
+                await self.move(src, dst)
+            except PathNotFound:
+                moved.append(False)
+            else:
+                moved.append(True)
+        return moved
+
+    async def delete_files(self, paths: list[str]) -> None:
+        """Delete files written whole (not directories, not append writers' files); those already
+        gone are skipped. A backend that deletes in batches (S3: 1,000 keys a call) overrides it."""
+        for path in paths:
+            try:
+                await self.delete(path)
+            except PathNotFound:
+                continue
+
+    async def prune(self, paths: list[str]) -> None:
+        """Remove each of these directories that is empty, as a delete of its last file does on stores
+        without directories (S3, memory), which keep nothing to prune; one holding anything stays."""
 
     async def purge_incomplete(self, older_than: float, dry_run: bool = False) -> int:
         """Abort writes the backend itself left unfinished (S3 multipart uploads) older than

@@ -26,11 +26,16 @@ import shutil
 import stat
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Callable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
-from .base import FileInfo, PathNotFound, StorageBackend, StorageFull, Writer, check_path
+from .base import (FileInfo, PathNotFound, StorageBackend, StorageFull, Writer, check_path, in_range,
+                   subtree_in_range)
 
 READ_CHUNK = 1 << 20
+#: files a walk lists between two turns of the event loop, so that a collection does not stall requests
+WALK_BATCH = 512
+#: worker threads a bulk delete (delete_files, prune) spreads over
+BULK_THREADS = 6
 
 
 T = TypeVar("T")
@@ -179,6 +184,42 @@ class FilesystemBackend(StorageBackend):
                 return True
         return False
 
+    async def walk(self, path: str, after: str | None = None, until: str | None = None,
+                   leaf: Callable[[str], bool] | None = None) -> AsyncIterator[FileInfo]:
+        top = self.root if path == "" else self._full(path)
+        for count, info in enumerate(_walk(top, after, until, leaf), 1):
+            yield info
+            if count % WALK_BATCH == 0:
+                await asyncio.sleep(0)
+
+    async def move_files(self, moves: list[tuple[str, str]]) -> list[bool]:
+        full = [(self._full(src), self._full(dst)) for src, dst in moves]
+        moved: dict[tuple[str, str], bool] = {}
+
+        def move(pair: tuple[str, str]) -> None:
+            moved[pair] = _replace(*pair)
+
+        await self._in_threads(move, full)
+        return [moved[pair] for pair in full]
+
+    async def delete_files(self, paths: list[str]) -> None:
+        await self._in_threads(_unlink, [self._full(path) for path in paths])
+
+    async def prune(self, paths: list[str]) -> None:
+        await self._in_threads(_rmdir, [self._full(path) for path in paths])
+
+    @staticmethod
+    async def _in_threads(operation: Callable[[Any], None], paths: list[Any]) -> None:
+        """operation on every path, spread over BULK_THREADS worker threads: a rename or delete waits
+        on the disk (the directory's and the inode's blocks), and several wait together."""
+        if len(paths) <= 1:
+            for path in paths:
+                operation(path)
+            return
+        loop = asyncio.get_running_loop()
+        shares = [paths[i::BULK_THREADS] for i in range(min(BULK_THREADS, len(paths)))]
+        await asyncio.gather(*(loop.run_in_executor(None, _each, operation, share) for share in shares))
+
     async def move(self, src: str, dst: str) -> None:
         """With fsync, src's content reaches the disk before the rename makes it visible at dst."""
         full_src, full_dst = self._full(src), self._full(dst)
@@ -216,6 +257,81 @@ class FilesystemBackend(StorageBackend):
             os.unlink(full)
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
+
+
+def _replace(src: str, dst: str) -> bool:
+    try:
+        os.replace(src, dst)
+    except FileNotFoundError:
+        if not os.path.exists(src):
+            return False
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:  # moved meanwhile by another process
+            return False
+    return True
+
+
+def _unlink(full: str) -> None:
+    try:
+        os.unlink(full)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+
+
+def _rmdir(full: str) -> None:
+    try:
+        os.rmdir(full)
+    except OSError:  # not empty (a file, or a write in progress), or gone already
+        pass
+
+
+def _each(operation: Callable[[Any], None], paths: list[Any]) -> None:
+    for path in paths:
+        operation(path)
+
+
+_SCAN, _FILE, _LEAF = 0, 1, 2
+
+
+def _walk(top: str, after: str | None, until: str | None,
+          leaf: Callable[[str], bool] | None) -> Iterator[FileInfo]:
+    """Depth first in key order (a directory `d` sorts as `d/`), with an explicit stack: a stat per
+    file, one scandir per directory but the leaves, which cost nothing."""
+    stack: list[tuple[int, str, Any]] = [(_SCAN, "", top)]
+    while stack:
+        kind, key, item = stack.pop()
+        if kind == _LEAF:
+            yield FileInfo(key, 0, 0.0, True)
+            continue
+        if kind == _FILE:
+            try:
+                st = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            yield FileInfo(key, st.st_size, st.st_mtime, False)
+            continue
+        children = []
+        try:
+            with os.scandir(item) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith(".tmp-"):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        child = key + name
+                        if leaf is not None and leaf(child):
+                            if in_range(child, after, until):
+                                children.append((child + "/", _LEAF, child, entry))
+                        elif subtree_in_range(child + "/", after, until):
+                            children.append((child + "/", _SCAN, child + "/", entry.path))
+                    elif in_range(key + name, after, until):
+                        children.append((key + name, _FILE, key + name, entry))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        children.sort(key=lambda child: child[0], reverse=True)
+        stack.extend(child[1:] for child in children)
 
 
 def _temp_name(full: str) -> str:

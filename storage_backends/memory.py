@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
-from .base import FileInfo, PathNotFound, StorageBackend, Writer, check_path
+from .base import FileInfo, PathNotFound, StorageBackend, Writer, check_path, in_range
 
 
 class MemoryBackend(StorageBackend):
@@ -59,6 +59,15 @@ class MemoryBackend(StorageBackend):
         if not names and path != "":
             raise PathNotFound(path)
         return sorted(names)
+
+    async def walk(self, path: str, after: str | None = None, until: str | None = None,
+                   leaf: Callable[[str], bool] | None = None) -> AsyncIterator[FileInfo]:
+        prefix = f"{check_path(path)}/" if path else ""
+        for key in sorted(k for k in self._files if k.startswith(prefix)):
+            relative = key[len(prefix):]
+            if in_range(relative, after, until) and key in self._files:
+                data, mtime = self._files[key]
+                yield FileInfo(relative, len(data), mtime, False)
 
     async def move(self, src: str, dst: str) -> None:
         data = self._get(src)

@@ -29,7 +29,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .base import FileInfo, PathNotFound, StorageBackend, StorageError, StorageFull, Writer, check_path
+from .base import FileInfo, PathNotFound, StorageBackend, StorageError, StorageFull, Writer, check_path, in_range
 
 MIN_PART = 5 << 20
 MAX_PART = 5 << 30
@@ -37,6 +37,8 @@ MAX_PARTS = 10_000
 DEFAULT_CHUNK_SIZE = 10 << 20
 READ_CHUNK = 1 << 20
 SEGMENT_PREFIX = ".seg."
+#: server-side copies in flight in move_files
+MOVE_COPIES = 16
 REDIRECT_SECONDS = 20 * 60
 T = TypeVar("T")
 
@@ -356,6 +358,75 @@ class S3Backend(StorageBackend):
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
         return found[:limit] if limit is not None else found
 
+    async def walk(self, path: str, after: str | None = None, until: str | None = None,
+                   leaf: Callable[[str], bool] | None = None) -> AsyncIterator[FileInfo]:
+        """One flat listing (no delimiter): 1,000 keys a call at any depth. An appended file is
+        listed once, where its segments are, with their total size and newest mtime."""
+        prefix = self._dir_prefix(path)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if after is not None:
+            kwargs["StartAfter"] = prefix + after
+        pending: FileInfo | None = None  # the appended file whose segments are being added up
+        while True:
+            page = await self._call(self._client.list_objects_v2, **kwargs)
+            for obj in page.get("Contents", []):
+                relative = obj["Key"][len(prefix):]
+                if not in_range(relative, after, until):
+                    if until is not None and relative > until:
+                        break
+                    continue
+                logical = _segmented_file(relative)
+                size, mtime = obj["Size"], obj["LastModified"].timestamp()
+                if pending is not None and pending.path == logical:
+                    pending = FileInfo(logical, pending.size + size, max(pending.mtime, mtime), False)
+                    continue
+                if pending is not None:
+                    yield pending
+                    pending = None
+                if logical is not None:
+                    pending = FileInfo(logical, size, mtime, False)
+                elif not relative.endswith("/"):
+                    yield FileInfo(relative, size, mtime, False)
+            else:
+                if page.get("IsTruncated"):
+                    kwargs["ContinuationToken"] = page["NextContinuationToken"]
+                    continue
+            break
+        if pending is not None:
+            yield pending
+
+    async def move_files(self, moves: list[tuple[str, str]]) -> list[bool]:
+        """A CopyObject per file, MOVE_COPIES at a time, then the sources deleted in batches: two
+        calls fewer per file than move(), which reads back what it cannot copy. A file too big for
+        one CopyObject, or stored as segments, goes through move()."""
+        gate = asyncio.Semaphore(MOVE_COPIES)
+
+        async def copy(src: str, dst: str) -> bool:
+            async with gate:
+                source = {"Bucket": self.bucket, "Key": self._key(src)}
+                try:
+                    await self._call(self._client.copy_object, Bucket=self.bucket, Key=self._key(dst),
+                                     CopySource=source, **self._put_args())
+                    return True
+                except (PathNotFound, StorageError):  # missing, segmented, or over CopyObject's 5 GiB
+                    pass
+                try:
+                    await self.move(src, dst)
+                except PathNotFound:
+                    return False
+                return True
+
+        moved: list[bool] = []
+        for start in range(0, len(moves), 1000):
+            batch = moves[start:start + 1000]
+            done = await asyncio.gather(*(copy(src, dst) for src, dst in batch))
+            await self._delete_keys([self._key(src) for (src, _), ok in zip(batch, done) if ok])
+            moved += done
+        return moved
+
+    async def delete_files(self, paths: list[str]) -> None:
+        await self._delete_keys([self._key(path) for path in paths])
+
     async def move(self, src: str, dst: str) -> None:
         pieces, _ = await self._pieces(src)
         dst_key = self._key(dst)
@@ -493,6 +564,16 @@ FULL_CODES = ("XMinioStorageFull", "QuotaExceeded", "InsufficientStorage")
 def _is_full(exc: ClientError) -> bool:
     error = exc.response.get("Error", {}).get("Code", "")
     return error in FULL_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 507
+
+
+def _segmented_file(relative: str) -> str | None:
+    """The appended file a segment key belongs to (`d/.seg.name/<start>` -> `d/name`); None for other keys."""
+    head, _, rest = relative.rpartition("/")
+    directory, _, name = head.rpartition("/")
+    if not name.startswith(SEGMENT_PREFIX) or not rest:
+        return None
+    name = name[len(SEGMENT_PREFIX):]
+    return f"{directory}/{name}" if directory else name
 
 
 def _is_missing(exc: ClientError) -> bool:

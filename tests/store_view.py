@@ -35,6 +35,11 @@ class StoreView:
     def size(self, path: str) -> int:
         return len(self.read(path))
 
+    def is_dir(self, path: str) -> bool:
+        """Whether path is a directory: on S3, whether any key lies below it; on a filesystem,
+        also when it is empty (what a delete must not leave behind)."""
+        return bool(self.keys(path))
+
 
 class FilesystemView(StoreView):
     def __init__(self, root: Path) -> None:
@@ -48,6 +53,9 @@ class FilesystemView(StoreView):
 
     def size(self, path: str) -> int:
         return (self.root / path).stat().st_size
+
+    def is_dir(self, path: str) -> bool:
+        return (self.root / path).is_dir()
 
     def keys(self, prefix: str = "") -> list[str]:
         # os.walk passes over directories the server deletes meanwhile (rglob would raise)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -56,12 +57,17 @@ def freed_by(deleted: list[Image], kept: list[Image]) -> dict[str, int]:
     return {d: size for image in deleted for d, size in image.content.items() if d not in shared}
 
 
+def cli(server: RegistryServer, command: str, *flags: str) -> list[str]:
+    """`registry <command>` on the server's store, as an operator runs it: its output lines."""
+    done = run_registry(command, "--config", str(store_config(server)), *flags)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
 def gc(server: RegistryServer, *flags: str) -> tuple[dict[str, int], list[str], str]:
     """Run `registry gc` on the server's store: (blobs freed with sizes, untagged manifests removed, summary)."""
-    done = run_registry("gc", "--config", str(store_config(server)), *flags)
-    assert done.returncode == 0, done.stderr
     freed, untagged = {}, []
-    lines = done.stdout.splitlines()
+    lines = cli(server, "gc", *flags)
     for line in lines:
         kind, *rest = line.split()
         if kind == "blob":
@@ -72,6 +78,16 @@ def gc(server: RegistryServer, *flags: str) -> tuple[dict[str, int], list[str], 
     verb = "would free" if "--dry-run" in flags else "freed"
     assert summary.startswith(f"{verb} {len(freed)} object(s), {sum(freed.values())} bytes"), summary
     return freed, untagged, summary
+
+
+RECLAIMABLE = re.compile(r"garbage collection would free (\d+) bytes in (\d+) object\(s\)")
+
+
+def du_reclaimable(server: RegistryServer, *flags: str) -> tuple[int, int]:
+    """What `registry du` says garbage collection would free: (bytes, objects)."""
+    found = RECLAIMABLE.search(cli(server, "du", *flags)[-1])
+    assert found, "no reclaimable figure in du's summary"
+    return int(found[1]), int(found[2])
 
 
 def pull(client: RegistryClient, repo: str, reference: str, image: Image) -> None:
@@ -135,6 +151,39 @@ def test_delete_then_gc_frees_exactly_the_unshared_content(make_registry: MakeRe
     # freed content can be pushed again and pulled
     old.push(client, repo, "again")
     pull(client, repo, "again", old)
+
+
+def test_du_reports_exactly_what_gc_then_frees(make_registry: MakeRegistry, backend_name: str) -> None:
+    """A manifest DELETE keeps the repository's links to the config and layers: du counts that
+    content, and a blob no manifest references, as what gc would free, byte for byte what gc then
+    frees; gc leaves neither the blobs' directories nor the links behind."""
+    server = make_registry(backend=backend_name)
+    client = RegistryClient(server.url)
+    repo, other = unique_repo("gc"), unique_repo("gc")
+    shared = layer()
+    gone, kept, elsewhere = Image([shared, layer(), layer()]), Image([shared, layer()]), Image([layer()])
+    gone.push(client, repo, "gone")
+    kept.push(client, repo, "kept")
+    elsewhere.push(client, other, "x")
+    lone = layer()
+    client.push_blob(other, lone)
+    delete_manifest(client, repo, gone.digest)
+    expected = {**freed_by([gone], [kept, elsewhere]), digest_of(lone): len(lone)}
+    assert all(server.store.exists(layer_link_path(repo, d)) for d in gone.blobs)  # the DELETE kept them
+
+    assert du_reclaimable(server) == (0, 0)  # everything is younger than the default grace period
+    assert du_reclaimable(server, "--grace", "0s") == (sum(expected.values()), len(expected))
+    freed, _, _ = gc(server, "--grace", "0s")
+    assert freed == expected
+    for digest in expected:
+        algorithm, hex_ = digest.split(":")
+        assert not server.store.is_dir(f"{V2}/blobs/{algorithm}/{hex_[:2]}/{hex_}")
+        for name in (repo, other):
+            assert not server.store.is_dir(f"{V2}/repositories/{name}/_layers/{algorithm}/{hex_}")
+    assert server.store.keys(f"{V2}/evicting") == []
+    assert du_reclaimable(server, "--grace", "0s") == (0, 0)
+    pull(client, repo, "kept", kept)
+    pull(client, other, "x", elsewhere)
 
 
 def test_content_younger_than_grace_is_never_collected(make_registry: MakeRegistry) -> None:

@@ -570,3 +570,85 @@ async def test_list_after_pages_in_lexical_order(backend: StorageBackend) -> Non
     assert await backend.list_after("pg", "v1", 2) == ["v1-rc", "v1.1"]
     with pytest.raises(PathNotFound):
         await backend.list_after("missing", None, 5)
+
+
+# --- bulk listing and deleting (garbage collection, du) -----------------------------------------
+
+WALKED = ["t/a-b/x", "t/a/_l/1/link", "t/a/b/y", "t/a/c", "t/a0/deep/er/z", "t/b", "t/v1.1/q"]
+
+
+async def walked(backend: StorageBackend, path: str, after: str | None = None,
+                 until: str | None = None) -> list[tuple[str, int]]:
+    return [(info.path, info.size) async for info in backend.walk(path, after, until)]
+
+
+async def test_walk_lists_every_file_in_key_order_with_sizes_and_mtimes(backend: StorageBackend) -> None:
+    """Keys order: `a-b/` before `a/` ('-' before '/'); everything below one directory together."""
+    before = time.time() - 5
+    for index, path in enumerate(WALKED):
+        await backend.write_bytes(path, b"x" * index)
+    appended = await backend.writer("t/a/up/data", append=True)  # an upload: one file, however stored
+    await appended.write(b"12345")
+    await appended.commit()
+    appended = await backend.writer("t/a/up/data", append=True)
+    await appended.write(b"678")
+    await appended.commit()
+    expected = sorted([(path[2:], index) for index, path in enumerate(WALKED)] + [("a/up/data", 8)])
+    assert await walked(backend, "t") == expected
+    infos = [info async for info in backend.walk("t")]
+    assert all(not info.is_dir and before <= info.mtime <= time.time() + 5 for info in infos)
+    assert await walked(backend, "t/a") == [("_l/1/link", 1), ("b/y", 2), ("c", 3), ("up/data", 8)]
+    assert await walked(backend, "missing") == []
+
+
+async def test_walk_ranges_cover_the_tree_once(backend: StorageBackend) -> None:
+    """Ranges (after, until] cut anywhere, directories included, list each file exactly once."""
+    for path in WALKED:
+        await backend.write_bytes(path, b"")
+    everything = [path for path, _ in await walked(backend, "t")]
+    for cuts in (["a/"], ["a-b/\U0010ffff", "a/\U0010ffff"], ["a/b", "b"], ["0", "a0/deep", "z"]):
+        bounds = [None, *cuts, None]
+        pieces = [await walked(backend, "t", after, until) for after, until in zip(bounds, bounds[1:])]
+        assert [path for piece in pieces for path, _ in piece] == everything, cuts
+
+
+async def test_delete_files_deletes_those_given_and_skips_missing(backend: StorageBackend) -> None:
+    names = [f"n{index:02d}" for index in range(20)]
+    for name in names:
+        await backend.write_bytes(f"del/{name}/link", b"x")
+    await backend.delete_files([f"del/{name}/link" for name in names if name != "n07"] + ["del/gone/link"])
+    assert [info.path async for info in backend.walk("del")] == ["n07/link"]
+    await backend.delete_files([])
+
+
+async def test_prune_leaves_no_empty_directory_and_keeps_others(backend: StorageBackend) -> None:
+    for index in range(20):  # enough to be spread over threads
+        await backend.write_bytes(f"pr/gone{index:02d}/data", b"x")
+        await backend.delete(f"pr/gone{index:02d}/data")
+    await backend.prune([f"pr/gone{index:02d}" for index in range(20)])
+    await backend.write_bytes("pr/empty/data", b"x")
+    await backend.write_bytes("pr/full/data", b"y")
+    await backend.delete("pr/empty/data")
+    await backend.prune(["pr/empty", "pr/full", "pr/never"])
+    assert await backend.list("pr") == ["full"]
+    assert await read_all(backend, "pr/full/data") == b"y"
+
+
+async def test_walk_reports_a_leaf_directory_once_or_the_files_below_it(backend: StorageBackend) -> None:
+    """A backend with directories need not read those `leaf` accepts; one without lists their files."""
+    for path in ("lf/a/x/link", "lf/a/y/link", "lf/b"):
+        await backend.write_bytes(path, b"z")
+    found = [(info.path, info.is_dir) async for info in backend.walk("lf", leaf=lambda path: path.startswith("a/"))]
+    assert found in ([("a/x", True), ("a/y", True), ("b", False)],
+                     [("a/x/link", False), ("a/y/link", False), ("b", False)])
+
+
+async def test_move_files_moves_each_and_says_which_were_there(backend: StorageBackend) -> None:
+    names = [f"m{index:02d}" for index in range(20)]
+    for name in names:
+        await backend.write_bytes(f"mv/{name}/data", name.encode())
+    moves = [(f"mv/{name}/data", f"aside/{name}") for name in names] + [("mv/gone/data", "aside/gone")]
+    assert await backend.move_files(moves) == [True] * len(names) + [False]
+    assert await backend.list("aside") == names
+    assert [await read_all(backend, f"aside/{name}") for name in names] == [name.encode() for name in names]
+    assert [info.path async for info in backend.walk("mv")] == []
