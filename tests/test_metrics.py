@@ -184,3 +184,21 @@ def test_monitoring_uses_only_metrics_that_exist(make_registry: MakeRegistry, tm
             family = re.sub(r"_(bucket|sum|count|total)$", "", name)
             assert name in samples or family in samples.families or name in samples.families, (
                 f"{file} uses {name}, which the registry does not export")
+
+
+def test_metered_storage_passes_every_backend_method_through() -> None:
+    """The storage timings wrap the backend: a method the wrapper lacks would fall to StorageBackend's
+    generic version instead of the backend's own (S3's batched listings and deletes, say), and a
+    signature it lacks (a new keyword) would fail every call."""
+    import inspect
+
+    from registry.observability.storage import MeteredBackend
+    from storage_backends import StorageBackend
+
+    for name, method in inspect.getmembers(StorageBackend, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        wrapped = MeteredBackend.__dict__.get(name)
+        assert wrapped is not None, f"MeteredBackend does not pass {name} through"
+        shape = [(p.name, p.kind) for p in inspect.signature(method).parameters.values()]
+        assert [(p.name, p.kind) for p in inspect.signature(wrapped).parameters.values()] == shape, name

@@ -52,10 +52,10 @@ class MeteredBackend(StorageBackend):
         finally:
             self._get_content.since(start)
 
-    async def write_bytes(self, path: str, data: bytes) -> None:
+    async def write_bytes(self, path: str, data: bytes, durable: bool = True) -> None:
         start = perf_counter()
         try:
-            await self.inner.write_bytes(path, data)
+            await self.inner.write_bytes(path, data, durable)
         finally:
             self._put_content.since(start)
 
@@ -113,6 +113,48 @@ class MeteredBackend(StorageBackend):
             return await self.inner.find_dirs_containing(path, marker, start_after, limit, skip)
         finally:
             self._walk.since(start)
+
+    async def walk(self, path: str, after: str | None = None, until: str | None = None,
+                   leaf: Callable[[str], bool] | None = None) -> AsyncIterator[FileInfo]:
+        """Timed to the first entry, as read() is: a walk's length is the caller's to decide."""
+        start: float | None = perf_counter()
+        try:
+            async for info in self.inner.walk(path, after, until, leaf):
+                if start is not None:
+                    self._walk.since(start)
+                    start = None
+                yield info
+        finally:
+            if start is not None:
+                self._walk.since(start)
+
+    async def holds_files(self, path: str) -> bool:
+        start = perf_counter()
+        try:
+            return await self.inner.holds_files(path)
+        finally:
+            self._list.since(start)
+
+    async def move_files(self, moves: list[tuple[str, str]]) -> list[bool]:
+        start = perf_counter()
+        try:
+            return await self.inner.move_files(moves)
+        finally:
+            self._move.since(start)
+
+    async def delete_files(self, paths: list[str]) -> None:
+        start = perf_counter()
+        try:
+            await self.inner.delete_files(paths)
+        finally:
+            self._delete.since(start)
+
+    async def prune(self, paths: list[str]) -> None:
+        start = perf_counter()
+        try:
+            await self.inner.prune(paths)
+        finally:
+            self._delete.since(start)
 
     async def move(self, src: str, dst: str) -> None:
         start = perf_counter()
