@@ -55,7 +55,9 @@ class Registry:
         path = layout.health_probe(instance)
         token = os.urandom(16).hex().encode()
         try:
-            await self.backend.write_bytes(path, token)
+            # not flushed to disk: a probe asks whether the store answers, and an fsync waits behind
+            # every other writer's dirty data (seconds while large pushes land)
+            await self.backend.write_bytes(path, token, durable=False)
             if await self.backend.read_bytes(path) != token:
                 raise StorageError(f"{path} read back other bytes than were written")
         finally:  # also when the probe is given up on (a timeout): leave nothing behind

@@ -108,7 +108,8 @@ async def test_http_and_tcp_checks_with_thresholds(aiohttp_server: Any, make_reg
 
 def test_storage_check_and_readiness_on_the_filesystem(make_registry: MakeRegistry) -> None:
     registry = make_registry(config={"health": {"storagedriver": {"enabled": True, "interval": "100ms"}}})
-    assert get(registry, "/readyz").status_code == 200
+    ready = get(registry, "/readyz")
+    assert ready.status_code == 200, ready.text
     probes = registry.root / PROBES
     probes.mkdir(parents=True, exist_ok=True)
     probes.rmdir()
