@@ -28,14 +28,14 @@ from .auth.guard import Guard
 from .auth.setup import AuthSetupError, build_auth
 from .config import ConfigError, Settings, schema
 from .domain import Policy, Registry
-from .gc import GarbageCollector, collect_forever
+from .maintenance.gc import GarbageCollector, collect_forever
+from .maintenance.purging import purge_forever
+from .maintenance.retention import RetentionPolicy
 from .mirror.config import upstreams_from_settings
 from .mirror.eviction import CacheEvictor, evict_forever
 from .mirror.service import Mirror
 from .observability import server as observability
 from .observability.storage import MeteredBackend
-from .purging import purge_forever
-from .retention import RetentionPolicy
 
 
 def open_backend(storage: schema.Storage, create: bool = True) -> tuple[StorageBackend, str]:

@@ -21,12 +21,12 @@ from . import version
 from .assembly import build_registry
 from .auth.htpasswd import MAX_PASSWORD_BYTES, HtpasswdError, hash_password, read_entries, write_entries
 from .config import ConfigError, Settings, load_config
-from .gc import GarbageCollector
-from .retention import RetentionPolicy
+from .maintenance.gc import GarbageCollector
+from .maintenance.retention import RetentionPolicy
+from .maintenance.usage import disk_usage
+from .maintenance.verify import Verifier
 from .serving import StartupError, serve
 from .tls import check_host, write_self_signed
-from .usage import disk_usage
-from .verify import Verifier
 
 
 class CommandError(Exception):

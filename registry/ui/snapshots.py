@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..domain import Registry
+from ..maintenance.usage import RepositoryUsage, UsageReport, disk_usage
 from ..sharing import SharingReport, sharing
-from ..usage import RepositoryUsage, UsageReport, disk_usage
 
 log = logging.getLogger("registry.ui")
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from storage_backends import PathNotFound, StorageBackend
 
-from . import layout
-from .links import delete_quietly
-from .observability.metrics import PURGE_LAST_SUCCESS, PURGE_RUNS, PURGED_UPLOADS, record_run
+from .. import layout
+from ..links import delete_quietly
+from ..observability.metrics import PURGE_LAST_SUCCESS, PURGE_RUNS, PURGED_UPLOADS, record_run
 
 log = logging.getLogger("registry.purging")
 MAX_START_DELAY = 3600.0

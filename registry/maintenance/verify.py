@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 
 from storage_backends import PathNotFound
 
-from . import layout
-from .catalog import linking_repositories
-from .domain import Registry
-from .errors import RegistryError
-from .links import delete_quietly, stored_digests
-from .manifests import IMAGE_TYPES, INDEX_TYPES
-from .references import Digest
+from .. import layout
+from ..catalog import linking_repositories
+from ..domain import Registry
+from ..errors import RegistryError
+from ..links import delete_quietly, stored_digests
+from ..manifests import IMAGE_TYPES, INDEX_TYPES
+from ..references import Digest
 
 log = logging.getLogger("registry.verify")
 

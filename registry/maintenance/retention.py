@@ -24,11 +24,11 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from . import layout
-from .config import schema
-from .domain import Registry
-from .links import delete_quietly
-from .references import Digest
+from .. import layout
+from ..config import schema
+from ..domain import Registry
+from ..links import delete_quietly
+from ..references import Digest
 
 log = logging.getLogger("registry.retention")
 

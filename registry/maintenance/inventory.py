@@ -18,8 +18,8 @@ from typing import TypeVar
 
 from storage_backends import FileInfo, PathNotFound, StorageBackend
 
-from . import layout
-from .references import ALGORITHMS, Digest
+from .. import layout
+from ..references import ALGORITHMS, Digest
 
 #: key ranges of one tree listed at the same time (S3 calls in flight)
 LISTINGS = 8

@@ -14,7 +14,7 @@ the grace period goes, with the repositories' blob links to it and the blob's di
 only `_layers` links name (what a manifest DELETE leaves) is not marked: a repository serves
 it, but no image needs it, and Distribution's collector frees it too.
 
-The store is read in bulk (registry/inventory.py): the mark reads one repository at a time as
+The store is read in bulk (inventory.py): the mark reads one repository at a time as
 a listing streams by, the sweep streams the blob store, and the marked digests are kept as
 raw bytes, so memory grows by about 100 bytes per referenced blob and nothing per
 unreferenced one, beyond the candidates themselves.
@@ -41,15 +41,15 @@ from dataclasses import dataclass, field
 
 from storage_backends import PathNotFound
 
-from . import layout
-from .blobs import SET_ASIDE_GRACE
-from .domain import Registry
-from .errors import RegistryError
-from .observability.metrics import GC_FREED_BYTES, GC_FREED_OBJECTS, GC_LAST_SUCCESS, GC_RUNS, record_run
+from .. import layout
+from ..blobs import SET_ASIDE_GRACE
+from ..domain import Registry
+from ..errors import RegistryError
+from ..links import read_link
+from ..observability.metrics import GC_FREED_BYTES, GC_FREED_OBJECTS, GC_LAST_SUCCESS, GC_RUNS, record_run
+from ..references import Digest
 from .inventory import (READS, Key, RepositoryLinks, data_info, digest_of, for_each, gather_bounded, key_of,
                         key_of_text, repositories, stored_blobs)
-from .links import read_link
-from .references import Digest
 
 log = logging.getLogger("registry.gc")
 
@@ -95,7 +95,7 @@ class Observer:
 
 @dataclass
 class _Mark:
-    """What the mark found. Digests are compact keys (see registry/inventory.py)."""
+    """What the mark found. Digests are compact keys (see inventory.py)."""
 
     referenced: set[Key] = field(default_factory=set)  # manifests kept and all they reference
     seen: set[bytes] = field(default_factory=set)  # (repository, manifest) pairs looked at, hashed

@@ -5,7 +5,7 @@ little about what deleting it would free. Each repository's content (the manifes
 and everything they reference) is split into unique bytes, which only it holds (what deleting
 it and collecting garbage would free), and shared bytes, which another repository holds too.
 The total counts every stored object once. The reclaimable figure is a dry run of garbage
-collection itself (the same mark and sweep, registry/gc.py), so it is exactly what
+collection itself (the same mark and sweep, registry/maintenance/gc.py), so it is exactly what
 `registry gc` with the same grace period would free.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .domain import Registry
+from ..domain import Registry
 from .gc import DEFAULT_GRACE, GarbageCollector, Observer
 from .inventory import Key
 
