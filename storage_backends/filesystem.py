@@ -45,8 +45,6 @@ NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quot
 #: threads for writes that wait on the disk: an fsync mostly waits, and a few slow ones must not hold up
 #: the reads and hashing that share the event loop's default pool
 SYNC_THREADS = 32
-#: buffers one writev takes at most (Linux's IOV_MAX)
-_IOV_MAX = 1024
 #: with fsync, an upload's data is handed to the disk every this many bytes (see _Writeback)
 WRITEBACK_BYTES = 8 << 20
 
@@ -351,17 +349,11 @@ def _write_file(path: str, data: bytes, sync: bool) -> None:
             os.fsync(f.fileno())
 
 
-def _write_all(fd: int, pieces: Sequence[bytes]) -> int:
-    """Write every byte of pieces, in order, with as few writev calls as the kernel allows."""
-    total = sum(len(piece) for piece in pieces)
-    pending: list[bytes | memoryview] = list(pieces)
-    while pending:
-        written = os.writev(fd, pending[:_IOV_MAX])
-        while pending and written >= len(pending[0]):
-            written -= len(pending.pop(0))
-        if written:
-            pending[0] = memoryview(pending[0])[written:]
-    return total
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of data (a write may take fewer, as any write may)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 class _Writeback:
@@ -438,16 +430,19 @@ class _FileWriter(Writer):
         await self.write_pieces((data,))
 
     async def write_pieces(self, pieces: Sequence[bytes]) -> None:
-        """Hash (on_write) and write all pieces in one worker-thread hop, as one writev."""
+        """Hash (on_write) and write all pieces in one worker-thread hop."""
         with self._backend._room_for(self._path):
             written = await asyncio.get_running_loop().run_in_executor(None, self._write, pieces)
         self.size += written
 
     def _write(self, pieces: Sequence[bytes]) -> int:
-        if self.on_write is not None:
-            for piece in pieces:
-                self.on_write(piece)
-        written = _write_all(self._file.fileno(), pieces)
+        fd, on_write = self._file.fileno(), self.on_write
+        written = 0
+        for piece in pieces:  # each piece hashed, then written while it is still in the CPU's cache
+            if on_write is not None:
+                on_write(piece)
+            _write_all(fd, piece)
+            written += len(piece)
         if self._writeback is not None:
             self._writeback.written(written)
         return written
