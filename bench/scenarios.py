@@ -191,7 +191,8 @@ class MonolithicPush(Scenario):
     name = "push"
     description = "monolithic push of the big blob: POST, then one PUT streaming the file"
     fresh_per_round = True
-    target: float | None = 2.0
+    #: ours over the reference (issue 14: 3x; the hashing limit is the moonshot)
+    target: float | None = 3.0
     #: server CPU milliseconds per pushed MB
     max_cpu: float | None = 2.0
 
@@ -215,7 +216,8 @@ class ChunkedPush(Scenario):
     name = "chunked"
     description = "chunked push of the big blob: POST, PATCHes with Content-Range, PUT"
     fresh_per_round = True
-    target: float | None = 2.0
+    #: ours over the reference (issue 14: 3x; the hashing limit is the moonshot)
+    target: float | None = 3.0
     max_cpu: float | None = 2.0
 
     def __init__(self, sizes: Sizes) -> None:
