@@ -17,9 +17,9 @@ import uuid
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
-from storage_backends import PathNotFound, StorageBackend, Writer
+from storage_backends import PathNotFound, Piece, StorageBackend, Writer
 
 from . import layout
 from .blobs import BlobStore
@@ -33,7 +33,7 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 MAX_CACHED_HASHERS = 4096
 HASH_ALGORITHM = "sha256"
 #: an upload's data as it arrives: lists of buffers (a request body's, as its parser made them)
-Body = AsyncIterator[list[bytes]]
+Body = AsyncIterator[Sequence[Piece]]
 
 
 @dataclass

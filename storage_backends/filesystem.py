@@ -29,7 +29,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Iterator, Sequence, TypeVar
 
-from .base import (FileInfo, PathNotFound, StorageBackend, StorageFull, Writer, check_path, in_range,
+from .base import (FileInfo, PathNotFound, Piece, StorageBackend, StorageFull, Writer, check_path, in_range,
                    subtree_in_range)
 
 READ_CHUNK = 1 << 20
@@ -349,7 +349,7 @@ def _write_file(path: str, data: bytes, sync: bool) -> None:
             os.fsync(f.fileno())
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: Piece) -> None:
     """Write every byte of data (a write may take fewer, as any write may)."""
     view = memoryview(data)
     while view:
@@ -429,13 +429,13 @@ class _FileWriter(Writer):
     async def write(self, data: bytes) -> None:
         await self.write_pieces((data,))
 
-    async def write_pieces(self, pieces: Sequence[bytes]) -> None:
+    async def write_pieces(self, pieces: Sequence[Piece]) -> None:
         """Hash (on_write) and write all pieces in one worker-thread hop."""
         with self._backend._room_for(self._path):
             written = await asyncio.get_running_loop().run_in_executor(None, self._write, pieces)
         self.size += written
 
-    def _write(self, pieces: Sequence[bytes]) -> int:
+    def _write(self, pieces: Sequence[Piece]) -> int:
         fd, on_write = self._file.fileno(), self.on_write
         written = 0
         for piece in pieces:  # each piece hashed, then written while it is still in the CPU's cache

@@ -7,6 +7,7 @@ import re
 from typing import Any, AsyncIterator
 
 from aiohttp import web
+from storage_backends import Piece
 
 from ..auth.guard import Guard
 from ..domain import Registry
@@ -27,12 +28,14 @@ def registry_of(request: web.Request) -> Registry:
     return request.app[REGISTRY_KEY]
 
 
-async def body_pieces(request: web.Request) -> AsyncIterator[list[bytes]]:
-    """The request body, never the whole of it: lists of about BODY_PIECE bytes of the buffers the HTTP
-    parser made, handed on as they are (joining them would copy every byte once more)."""
+async def body_pieces(request: web.Request) -> AsyncIterator[list[Piece]]:
+    """The request body, never the whole of it: lists of exactly BODY_PIECE bytes (the last one: the rest)
+    made of the buffers the HTTP parser made, handed on as they are or as views of them (joining them would
+    copy every byte once more). Where a list ends does not depend on how the body arrived, so neither does
+    where a storage that cuts parts at list ends (S3) cuts them."""
     content = request.content
     content.set_read_chunk_size(BODY_PIECE)  # else aiohttp pauses the socket at every 128 KiB
-    pieces: list[bytes] = []
+    pieces: list[Piece] = []
     size = 0
     while True:
         data, end_of_http_chunk = await content.readchunk()
@@ -40,11 +43,16 @@ async def body_pieces(request: web.Request) -> AsyncIterator[list[bytes]]:
             if end_of_http_chunk:  # Transfer-Encoding: chunked marks its chunks' ends; the body goes on
                 continue
             break
-        pieces.append(data)
-        size += len(data)
-        if size >= BODY_PIECE:
+        rest: Piece = data
+        while size + len(rest) >= BODY_PIECE:
+            view = memoryview(rest)
+            cut = BODY_PIECE - size
+            pieces.append(view[:cut])
             yield pieces
-            pieces, size = [], 0
+            pieces, size, rest = [], 0, view[cut:]
+        if rest:
+            pieces.append(rest)
+            size += len(rest)
     if pieces:
         yield pieces
 
