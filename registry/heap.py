@@ -13,9 +13,6 @@ heap, ends that; the process keeps at most HEAP_KEPT bytes it is not using.
 from __future__ import annotations
 
 import ctypes
-import logging
-
-log = logging.getLogger("registry")
 
 #: freed memory at the top of the heap that is kept for the next request instead of handed back
 HEAP_KEPT = 32 << 20
@@ -24,13 +21,14 @@ MMAP_FROM = 8 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
-def keep_freed_heap() -> bool:
-    """Set glibc's trim and mmap thresholds (fixed ones also end its adaptive thresholds); False where
-    the C library is not glibc, which then keeps its own behaviour."""
+def keep_freed_heap() -> None:
+    """Set glibc's trim and mmap thresholds (fixed ones also end its adaptive thresholds). Where the C
+    library is not glibc (no mallopt, or one that ignores these settings) its own behaviour stays."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError):
-        return False
+        return
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_TRIM_THRESHOLD, HEAP_KEPT)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_FROM))
+    mallopt(_M_TRIM_THRESHOLD, HEAP_KEPT)
+    mallopt(_M_MMAP_THRESHOLD, MMAP_FROM)
