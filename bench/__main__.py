@@ -116,7 +116,7 @@ def metadata(sizes: Sizes, rounds: int, reference_cache: bool) -> dict[str, Any]
         "moto": output(sys.executable, "-c", "import moto; print(moto.__version__)"),
         "reference_blobdescriptor_cache": reference_cache,
         "rounds": rounds,
-        "sizes": sizes.__dict__,
+        "sizes": dataclasses.asdict(sizes),
     }
 
 

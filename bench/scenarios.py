@@ -14,7 +14,7 @@ from typing import Any, Callable
 from . import ops, wrk
 from .httpclient import Connection
 from .ops import BlobFile
-from .procs import RssSampler, Side
+from .procs import RssSampler, Side, cpu_seconds
 from .storegen import StoreSpec
 
 MB = 1_000_000
@@ -109,6 +109,26 @@ def timed(action: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
+def timed_on(side: Side, action: Callable[[], Any]) -> tuple[float, float]:
+    """Seconds that action takes, and the CPU seconds side's server (its process tree) spent meanwhile."""
+    before = cpu_seconds(side.pid)
+    seconds = timed(action)
+    return seconds, cpu_seconds(side.pid) - before
+
+
+def transfer_metrics(key: str, label: str, target_ratio: float | None = None,
+                     max_cpu: float | None = None) -> tuple[Metric, Metric]:
+    """A transfer's MB/s row and, beside it, its server's CPU milliseconds per MB moved: steadier than
+    throughput on a shared machine, since a busy neighbour slows a server more than it makes it work."""
+    return (Metric(key, label, "MB/s", target_ratio=target_ratio),
+            Metric(f"{key}-cpu", f"{label}, server CPU", "ms/MB", higher_is_better=False, max_ours=max_cpu))
+
+
+def transfer_figures(key: str, size: int, seconds: float, cpu: float) -> dict[str, float]:
+    """The figures of transfer_metrics(key) for size bytes moved in seconds, with cpu seconds of the server's."""
+    return {key: size / MB / seconds, f"{key}-cpu": cpu * 1000 / (size / MB)}
+
+
 def in_threads(count: int, work: Callable[[int], None]) -> float:
     """Run work(0..count-1) in threads released together; seconds until the last one ends."""
     barrier = threading.Barrier(count + 1)
@@ -171,12 +191,15 @@ class MonolithicPush(Scenario):
     name = "push"
     description = "monolithic push of the big blob: POST, then one PUT streaming the file"
     fresh_per_round = True
-    target: float | None = 2.0
+    #: ours over the reference (issue 14: 3x; the hashing limit is the moonshot)
+    target: float | None = 3.0
+    #: server CPU milliseconds per pushed MB
+    max_cpu: float | None = 2.0
 
     def __init__(self, sizes: Sizes) -> None:
         self.size = sizes.big
-        self.metrics = (Metric(self.name, f"monolithic push {self.size // MiB} MiB", "MB/s",
-                               target_ratio=self.target),)
+        self.metrics = transfer_metrics(self.name, f"monolithic push {self.size // MiB} MiB", self.target,
+                                        self.max_cpu)
 
     def prepare(self, ctx: Context) -> None:
         ctx.blob(self.size)
@@ -185,20 +208,22 @@ class MonolithicPush(Scenario):
         blob = ctx.blob(self.size)
         os.sync()
         with connect(side) as conn:
-            seconds = timed(lambda: ops.push_file_monolithic(conn, "bench/big", blob))
-        return {self.name: blob.size / MB / seconds}
+            seconds, cpu = timed_on(side, lambda: ops.push_file_monolithic(conn, "bench/big", blob))
+        return transfer_figures(self.name, blob.size, seconds, cpu)
 
 
 class ChunkedPush(Scenario):
     name = "chunked"
     description = "chunked push of the big blob: POST, PATCHes with Content-Range, PUT"
     fresh_per_round = True
-    target: float | None = 2.0
+    #: ours over the reference (issue 14: 3x; the hashing limit is the moonshot)
+    target: float | None = 3.0
+    max_cpu: float | None = 2.0
 
     def __init__(self, sizes: Sizes) -> None:
         self.size = sizes.big
         label = f"chunked push {self.size // MiB} MiB ({sizes.chunk // MiB} MiB PATCHes)"
-        self.metrics = (Metric(self.name, label, "MB/s", target_ratio=self.target),)
+        self.metrics = transfer_metrics(self.name, label, self.target, self.max_cpu)
 
     def prepare(self, ctx: Context) -> None:
         ctx.blob(self.size)
@@ -207,8 +232,8 @@ class ChunkedPush(Scenario):
         blob = ctx.blob(self.size)
         os.sync()
         with connect(side) as conn:
-            seconds = timed(lambda: ops.push_file_chunked(conn, "bench/big", blob, ctx.sizes.chunk))
-        return {self.name: blob.size / MB / seconds}
+            seconds, cpu = timed_on(side, lambda: ops.push_file_chunked(conn, "bench/big", blob, ctx.sizes.chunk))
+        return transfer_figures(self.name, blob.size, seconds, cpu)
 
 
 def push_and_verify(side: Side, blob: BlobFile) -> None:
@@ -225,10 +250,8 @@ class Pull(Scenario):
 
     def __init__(self, sizes: Sizes) -> None:
         mib = sizes.big // MiB
-        self.metrics = (
-            Metric("pull1", f"pull {mib} MiB, 1 client", "MB/s", target_ratio=1.0),
-            Metric("pullN", f"pull {mib} MiB, {sizes.pull_clients} clients (aggregate)", "MB/s", target_ratio=1.0),
-        )
+        self.metrics = (*transfer_metrics("pull1", f"pull {mib} MiB, 1 client", 1.0),
+                        *transfer_metrics("pullN", f"pull {mib} MiB, {sizes.pull_clients} clients (aggregate)", 1.0))
 
     def prepare(self, ctx: Context) -> None:
         ctx.blob(ctx.sizes.big)
@@ -247,13 +270,13 @@ class Pull(Scenario):
                 ops.pull(conns[index], "bench/big", blob.digest, blob.size)
 
         try:  # several pulls per figure: one pull of a cached blob is too short to time steadily
-            one = in_threads(1, lambda i: pulls(i, self.REPEAT_ONE))
-            many = in_threads(clients, lambda i: pulls(i, self.REPEAT_MANY))
+            one = timed_on(side, lambda: in_threads(1, lambda i: pulls(i, self.REPEAT_ONE)))
+            many = timed_on(side, lambda: in_threads(clients, lambda i: pulls(i, self.REPEAT_MANY)))
         finally:
             for conn in conns:
                 conn.close()
-        return {"pull1": self.REPEAT_ONE * blob.size / MB / one,
-                "pullN": self.REPEAT_MANY * clients * blob.size / MB / many}
+        return {**transfer_figures("pull1", self.REPEAT_ONE * blob.size, *one),
+                **transfer_figures("pullN", self.REPEAT_MANY * clients * blob.size, *many)}
 
 
 class S3MonolithicPush(MonolithicPush):
@@ -261,10 +284,11 @@ class S3MonolithicPush(MonolithicPush):
     description = "S3 (moto): monolithic push of the S3 blob, POST then one PUT"
     backend = "s3"
     target = None
+    max_cpu = None
 
     def __init__(self, sizes: Sizes) -> None:
         self.size = sizes.s3_big
-        self.metrics = (Metric(self.name, f"S3: monolithic push {self.size // MiB} MiB", "MB/s"),)
+        self.metrics = transfer_metrics(self.name, f"S3: monolithic push {self.size // MiB} MiB")
 
 
 class S3ChunkedPush(ChunkedPush):
@@ -272,11 +296,12 @@ class S3ChunkedPush(ChunkedPush):
     description = "S3 (moto): chunked push of the S3 blob, PATCHes with Content-Range, PUT"
     backend = "s3"
     target = None
+    max_cpu = None
 
     def __init__(self, sizes: Sizes) -> None:
         self.size = sizes.s3_big
         label = f"S3: chunked push {self.size // MiB} MiB ({sizes.chunk // MiB} MiB PATCHes)"
-        self.metrics = (Metric(self.name, label, "MB/s"),)
+        self.metrics = transfer_metrics(self.name, label)
 
 
 class S3Pull(Scenario):
@@ -292,7 +317,7 @@ class S3Pull(Scenario):
     def __init__(self, sizes: Sizes) -> None:
         mib = sizes.s3_big // MiB
         self.metrics = (
-            Metric("s3-pull", f"S3: pull {mib} MiB, 1 client, streamed (redirect off)", "MB/s"),
+            *transfer_metrics("s3-pull", f"S3: pull {mib} MiB, 1 client, streamed (redirect off)"),
             Metric("s3-pull-307", f"S3: pull {mib} MiB, 1 client, 307 to moto (info)", "MB/s"),
         )
 
@@ -310,13 +335,13 @@ class S3Pull(Scenario):
     def measure(self, side: Side, state: tuple[BlobFile, int], round_index: int, ctx: Context) -> dict[str, float]:
         blob, redirect_port = state
         with connect(side) as conn:
-            streamed = timed(lambda: [ops.pull(conn, "bench/big", blob.digest, blob.size)
-                                      for _ in range(self.REPEAT)])
+            streamed = timed_on(side, lambda: [ops.pull(conn, "bench/big", blob.digest, blob.size)
+                                               for _ in range(self.REPEAT)])
         with Connection("127.0.0.1", redirect_port) as conn, ops.Redirects() as storage:
             redirected = timed(lambda: [ops.pull_redirected(conn, storage, "bench/big", blob.digest, blob.size)
                                         for _ in range(self.REPEAT)])
-        total = self.REPEAT * blob.size / MB
-        return {"s3-pull": total / streamed, "s3-pull-307": total / redirected}
+        total = self.REPEAT * blob.size
+        return {**transfer_figures("s3-pull", total, *streamed), "s3-pull-307": total / MB / redirected}
 
 
 def push_image(side: Side, repo: str, tag: str) -> tuple[bytes, str]:
@@ -599,11 +624,12 @@ class MonolithicPushNoFsync(MonolithicPush):
     name = "push-nofsync"
     description = "the monolithic push, ours with storage.filesystem.fsync: false (what fsync costs)"
     target = None
+    max_cpu = None
     our_config = NO_FSYNC
 
     def __init__(self, sizes: Sizes) -> None:
         super().__init__(sizes)
-        self.metrics = (Metric(self.name, f"monolithic push {self.size // MiB} MiB, ours with fsync off", "MB/s"),)
+        self.metrics = transfer_metrics(self.name, f"monolithic push {self.size // MiB} MiB, ours with fsync off")
 
 
 class SmallPushesNoFsync(SmallPushes):

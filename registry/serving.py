@@ -16,7 +16,7 @@ from ssl import SSLContext
 
 from aiohttp import web
 
-from . import systemd, version
+from . import heap, systemd, version
 from .assembly import Assembly, assemble
 from .config import ConfigError, Settings
 from .connections import GuardedSite, connection_limits, handler_options
@@ -40,6 +40,7 @@ def serve(settings: Settings) -> None:
     except TlsSetupError as exc:
         raise ConfigError(str(exc)) from None
     assembly = assemble(settings)
+    heap.keep_freed_heap()
     loop = _new_loop()
     try:
         loop.run_until_complete(_run(assembly, settings, ssl_context))

@@ -17,9 +17,9 @@ import uuid
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
-from storage_backends import PathNotFound, StorageBackend, Writer
+from storage_backends import PathNotFound, Piece, StorageBackend, Writer
 
 from . import layout
 from .blobs import BlobStore
@@ -32,6 +32,8 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 #: running hashes kept in memory; a forgotten one costs a re-hash, not correctness
 MAX_CACHED_HASHERS = 4096
 HASH_ALGORITHM = "sha256"
+#: an upload's data as it arrives: lists of buffers (a request body's, as its parser made them)
+Body = AsyncIterator[Sequence[Piece]]
 
 
 @dataclass
@@ -79,7 +81,7 @@ class UploadStore:
         self,
         name: str,
         upload_id: str,
-        body: AsyncIterator[bytes],
+        body: Body,
         start: int | None = None,
         length: int | None = None,
     ) -> int:
@@ -102,7 +104,7 @@ class UploadStore:
             )
         return size
 
-    async def _append_locked(self, scratch: Scratch, size: int, body: AsyncIterator[bytes],
+    async def _append_locked(self, scratch: Scratch, size: int, body: Body,
                              length: int | None) -> int:
         state = self._current_hash(scratch.key, size)
         before = state.hasher.copy() if state else None
@@ -129,7 +131,7 @@ class UploadStore:
         name: str,
         upload_id: str,
         digest: Digest,
-        body: AsyncIterator[bytes] | None,
+        body: Body | None,
         start: int | None = None,
         length: int | None = None,
     ) -> int:
@@ -141,7 +143,7 @@ class UploadStore:
                 size = await self._append_locked(_session(*key), size, body, length)
             return await self._verify_and_adopt(_session(*key), digest, size)
 
-    async def put_whole(self, name: str, digest: Digest, body: AsyncIterator[bytes], length: int | None) -> int:
+    async def put_whole(self, name: str, digest: Digest, body: Body, length: int | None) -> int:
         """A monolithic upload: the whole blob in one request, so no session is recorded for it
         (its client could neither resume nor cancel one). A failure leaves nothing behind, and
         neither does a crash, for long (see registry/incoming.py)."""
@@ -215,14 +217,14 @@ def _session(name: str, upload_id: str) -> Scratch:
     return Scratch((name, upload_id), layout.upload_data(name, upload_id), layout.upload_dir(name, upload_id))
 
 
-async def _pipelined_copy(body: AsyncIterator[bytes], writer: Writer) -> None:
-    """Receive the next piece while the previous one is hashed and written (one write in flight)."""
+async def _pipelined_copy(body: Body, writer: Writer) -> None:
+    """Receive the next pieces while the previous ones are hashed and written (one write in flight)."""
     in_flight: asyncio.Future[None] | None = None
     try:
-        async for chunk in body:
+        async for pieces in body:
             if in_flight is not None:
                 await in_flight
-            in_flight = asyncio.ensure_future(writer.write(chunk))
+            in_flight = asyncio.ensure_future(writer.write_pieces(pieces))
     finally:
         if in_flight is not None:
             # Never leave a write running behind a cancel; its own error wins if the body's did not.

@@ -1,6 +1,6 @@
 """Byte stores the registry keeps its content in."""
 
-from .base import FileInfo, InvalidPath, PathNotFound, StorageBackend, StorageError, StorageFull, Writer
+from .base import FileInfo, InvalidPath, PathNotFound, Piece, StorageBackend, StorageError, StorageFull, Writer
 from .filesystem import FilesystemBackend
 from .memory import MemoryBackend
 
@@ -10,6 +10,7 @@ __all__ = [
     "InvalidPath",
     "MemoryBackend",
     "PathNotFound",
+    "Piece",
     "StorageBackend",
     "StorageError",
     "StorageFull",

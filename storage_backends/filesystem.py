@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import os
 import shutil
 import stat
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence, TypeVar
 
-from .base import (FileInfo, PathNotFound, StorageBackend, StorageFull, Writer, check_path, in_range,
+from .base import (FileInfo, PathNotFound, Piece, StorageBackend, StorageFull, Writer, check_path, in_range,
                    subtree_in_range)
 
 READ_CHUNK = 1 << 20
@@ -44,6 +45,8 @@ NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quot
 #: threads for writes that wait on the disk: an fsync mostly waits, and a few slow ones must not hold up
 #: the reads and hashing that share the event loop's default pool
 SYNC_THREADS = 32
+#: with fsync, an upload's data is handed to the disk every this many bytes (see _Writeback)
+WRITEBACK_BYTES = 8 << 20
 
 
 class FilesystemBackend(StorageBackend):
@@ -346,6 +349,50 @@ def _write_file(path: str, data: bytes, sync: bool) -> None:
             os.fsync(f.fileno())
 
 
+def _write_all(fd: int, data: Piece) -> None:
+    """Write every byte of data (a write may take fewer, as any write may)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _Writeback:
+    """Starts the disk write of a file's new data every WRITEBACK_BYTES, without waiting for it
+    (sync_file_range(SYNC_FILE_RANGE_WRITE), Linux): the fsync that makes the file durable then finds
+    little left to write, where it would otherwise wait for all of it (about 0.15 s per 512 MB here).
+    It makes nothing durable itself, and where the call is missing it does nothing."""
+
+    def __init__(self, fd: int, start: int) -> None:
+        self._fd = fd
+        self._flushed = self._end = start
+
+    def written(self, count: int) -> None:
+        self._end += count
+        if self._end - self._flushed >= WRITEBACK_BYTES:
+            self.start()
+
+    def start(self) -> None:
+        """Start writing what is not on its way yet (the writer's end: the rest of a chunk)."""
+        if self._end > self._flushed and _sync_file_range is not None:
+            if _sync_file_range(self._fd, self._flushed, self._end - self._flushed, _SYNC_FILE_RANGE_WRITE):
+                return  # an error here costs only the head start; the fsync reports real trouble
+            self._flushed = self._end
+
+
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_sync_file_range = _libc_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
 def _fsync_path(path: str) -> None:
     """Flush a file's content, or a directory's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -372,25 +419,40 @@ class _FileWriter(Writer):
         self._full = full
         self._append = append
         self._target = full if append else _temp_name(full)
-        self._file = open(self._target, "ab" if append else "wb")
+        self._file = open(self._target, "ab" if append else "wb", buffering=0)  # pieces are large: no copy
         self._start = self._file.tell()
         self.size = self._start
         self._closed = False
+        # scratch data that a later move makes durable: let the disk take it while the rest arrives
+        self._writeback = _Writeback(self._file.fileno(), self._start) if append and backend.fsync else None
 
     async def write(self, data: bytes) -> None:
-        with self._backend._room_for(self._path):
-            await asyncio.get_running_loop().run_in_executor(None, self._write, data)
-        self.size += len(data)
+        await self.write_pieces((data,))
 
-    def _write(self, data: bytes) -> None:
-        if self.on_write is not None:
-            self.on_write(data)
-        self._file.write(data)
+    async def write_pieces(self, pieces: Sequence[Piece]) -> None:
+        """Hash (on_write) and write all pieces in one worker-thread hop."""
+        with self._backend._room_for(self._path):
+            written = await asyncio.get_running_loop().run_in_executor(None, self._write, pieces)
+        self.size += written
+
+    def _write(self, pieces: Sequence[Piece]) -> int:
+        fd, on_write = self._file.fileno(), self.on_write
+        written = 0
+        for piece in pieces:  # each piece hashed, then written while it is still in the CPU's cache
+            if on_write is not None:
+                on_write(piece)
+            _write_all(fd, piece)
+            written += len(piece)
+        if self._writeback is not None:
+            self._writeback.written(written)
+        return written
 
     async def commit(self) -> None:
         if self._append:
+            if self._writeback is not None:  # in a thread: starting a disk write may wait on the disk
+                await asyncio.get_running_loop().run_in_executor(None, self._writeback.start)
             with self._backend._room_for(self._path):
-                self._close()  # flushes what the file object still holds
+                self._close()
             return
         await self._backend._disk_write(self._path, self._publish)
 

@@ -7,6 +7,7 @@ import re
 from typing import Any, AsyncIterator
 
 from aiohttp import web
+from storage_backends import Piece
 
 from ..auth.guard import Guard
 from ..domain import Registry
@@ -17,8 +18,9 @@ from ..numbers import parse_position
 REGISTRY_KEY = web.AppKey("registry", Registry)
 GUARD_KEY = web.AppKey("guard", Guard)
 MIRROR_KEY = web.AppKey("mirror", Mirror)
-#: request bodies are written in pieces of about this size: fewer thread hops, bounded memory
-WRITE_CHUNK = 1 << 20
+#: a request body goes to storage in pieces of about this size, each hashed and written in one thread hop;
+#: aiohttp buffers up to twice this much before it stops reading the socket, so memory stays bounded
+BODY_PIECE = 2 << 20
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)")
 
 
@@ -26,18 +28,33 @@ def registry_of(request: web.Request) -> Registry:
     return request.app[REGISTRY_KEY]
 
 
-async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body as ~1 MiB pieces, never the whole of it."""
-    pending: list[bytes] = []
-    pending_size = 0
-    async for data in request.content.iter_chunked(WRITE_CHUNK):
-        pending.append(data)
-        pending_size += len(data)
-        if pending_size >= WRITE_CHUNK:
-            yield b"".join(pending) if len(pending) > 1 else pending[0]
-            pending, pending_size = [], 0
-    if pending:
-        yield b"".join(pending)
+async def body_pieces(request: web.Request) -> AsyncIterator[list[Piece]]:
+    """The request body, never the whole of it: lists of exactly BODY_PIECE bytes (the last one: the rest)
+    made of the buffers the HTTP parser made, handed on as they are or as views of them (joining them would
+    copy every byte once more). Where a list ends does not depend on how the body arrived, so neither does
+    where a storage that cuts parts at list ends (S3) cuts them."""
+    content = request.content
+    content.set_read_chunk_size(BODY_PIECE)  # else aiohttp pauses the socket at every 128 KiB
+    pieces: list[Piece] = []
+    size = 0
+    while True:
+        data, end_of_http_chunk = await content.readchunk()
+        if not data:
+            if end_of_http_chunk:  # Transfer-Encoding: chunked marks its chunks' ends; the body goes on
+                continue
+            break
+        rest: Piece = data
+        while size + len(rest) >= BODY_PIECE:
+            view = memoryview(rest)
+            cut = BODY_PIECE - size
+            pieces.append(view[:cut])
+            yield pieces
+            pieces, size, rest = [], 0, view[cut:]
+        if rest:
+            pieces.append(rest)
+            size += len(rest)
+    if pieces:
+        yield pieces
 
 
 def has_body(request: web.Request) -> bool:

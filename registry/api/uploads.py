@@ -9,7 +9,7 @@ from .. import events
 from ..errors import RegistryError
 from ..references import ALGORITHMS, Digest, check_name
 from ..uploads import upload_headers
-from .common import GUARD_KEY, body_chunks, chunk_bounds, has_body, may_pull, registry_of
+from .common import GUARD_KEY, body_pieces, chunk_bounds, has_body, may_pull, registry_of
 
 
 def _created(name: str, digest: Digest) -> web.Response:
@@ -51,7 +51,7 @@ async def start_upload(request: web.Request, name: str) -> web.Response:
         raise RegistryError("DIGEST_INVALID", f"unsupported digest algorithm {algorithm[:50]!r}")
     if "digest" in request.query:  # monolithic upload: the whole blob in this request
         digest = _digest_param(request)
-        size = await registry.uploads.put_whole(name, digest, body_chunks(request), request.content_length)
+        size = await registry.uploads.put_whole(name, digest, body_pieces(request), request.content_length)
         await events.blob_pushed(request, name, digest, size)
         return _created(name, digest)
     upload_id = await registry.uploads.start(name, algorithm)
@@ -67,7 +67,7 @@ async def upload_chunk(request: web.Request, name: str, upload_id: str) -> web.R
     registry = registry_of(request)
     registry.check_writable()
     start, length = chunk_bounds(request)
-    size = await registry.uploads.append(name, upload_id, body_chunks(request), start, length)
+    size = await registry.uploads.append(name, upload_id, body_pieces(request), start, length)
     return web.Response(status=202, headers=upload_headers(name, upload_id, size))
 
 
@@ -76,7 +76,7 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
     registry.check_writable()
     digest = _digest_param(request)
     start, length = chunk_bounds(request)
-    body = body_chunks(request) if has_body(request) else None
+    body = body_pieces(request) if has_body(request) else None
     size = await registry.uploads.finish(name, upload_id, digest, body, start, length)
     await events.blob_pushed(request, name, digest, size)
     return _created(name, digest)

@@ -251,7 +251,7 @@ class Fill:
         finally:
             self.done.set()
 
-    async def _relay(self, response) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-def]
+    async def _relay(self, response) -> AsyncIterator[list[bytes]]:  # type: ignore[no-untyped-def]
         """Each chunk goes to the watchers when the next one arrives, the last one only once the blob
         verified: a watcher never receives the whole of a body that does not match its digest."""
         async for chunk in response.content.iter_chunked(READ_CHUNK):
@@ -259,7 +259,7 @@ class Fill:
             if self._held is not None:
                 await self._broadcast(self._held)
             self._held = chunk
-            yield chunk
+            yield [chunk]
 
     async def _broadcast(self, item: bytes | BaseException | None) -> None:
         for queue in list(self._watchers):

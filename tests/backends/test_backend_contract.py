@@ -287,6 +287,25 @@ async def test_on_write_receives_exactly_the_written_bytes_in_order(backend: Sto
     assert b"".join(seen) == b"".join(chunks)
 
 
+@pytest.mark.parametrize("append", [False, True], ids=["replace", "append"])
+async def test_write_pieces_writes_them_in_order_as_one_stream(backend: StorageBackend, append: bool) -> None:
+    """A request body reaches storage as lists of its parser's buffers: many tiny ones, empty ones, and
+    enough bytes that the filesystem starts writing back on the way."""
+    await backend.write_bytes("wp/file", b"kept,")
+    batches = [[payload(7, seed=i) for i in range(1500)], [b"", payload(MiB + 1, seed=40), b""],
+               [payload(3 * MiB, seed=41 + i) for i in range(3)], [payload(5, seed=50)]]
+    stream = b"".join(b"".join(batch) for batch in batches)
+    seen: list[bytes] = []
+    writer = await backend.writer("wp/file", append=append)
+    writer.on_write = lambda data: seen.append(bytes(data))
+    for batch in batches:
+        await writer.write_pieces(batch)
+    assert writer.size == len(stream) + (5 if append else 0)
+    await writer.commit()
+    assert b"".join(seen) == stream
+    assert await read_all(backend, "wp/file") == (b"kept," if append else b"") + stream
+
+
 # --- stat ---------------------------------------------------------------------------------------
 
 
