@@ -64,5 +64,13 @@ class Registry:
             with contextlib.suppress(StorageError, OSError):
                 await self.backend.delete(path)
 
+    async def remove_probe(self, instance: str) -> None:
+        """Delete this instance's probe object, if any: a write given up on after a timeout may still
+        have landed after its delete (S3 calls run on in their threads)."""
+        if self.policy.read_only:
+            return
+        with contextlib.suppress(StorageError, OSError):
+            await self.backend.delete(layout.health_probe(instance))
+
     async def close(self) -> None:
         await self.backend.close()

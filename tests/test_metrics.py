@@ -98,7 +98,7 @@ def test_uploads_in_progress_and_cancelled(registry: RegistryServer) -> None:
 
 def test_gc_and_upload_purging_runs_are_counted(make_registry: MakeRegistry) -> None:
     registry = make_registry(config={"storage": {
-        "gc": {"enabled": True, "interval": "1s", "grace": "0s", "deleteuntagged": True},
+        "gc": {"enabled": True, "interval": "1s", "grace": "5s", "deleteuntagged": True},
         "maintenance": {"uploadpurging": {"enabled": True, "interval": "1s", "age": "1s"}}}})
     client = RegistryClient(registry.url)
     repo = unique_repo("gc")

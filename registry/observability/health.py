@@ -142,6 +142,8 @@ class Health:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await session.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.registry.remove_probe(self.instance), self.storage_timeout)
 
 
 async def _poll(check: Check) -> None:
