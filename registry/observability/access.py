@@ -8,9 +8,11 @@ fraction of the cost. Any other logging setup (another handler, a filter) gets i
 
 from __future__ import annotations
 
+import json
 import logging
+from json.encoder import encode_basestring as encode_string
 from time import time
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -32,44 +34,40 @@ def write(request: web.BaseRequest, response: web.StreamResponse, observed: Obse
     """Log the access line at INFO on registry.access (its level and the root's are honoured)."""
     if not log.isEnabledFor(logging.INFO):
         return
-    fields: Mapping[str, Any] | None
     if json_lines:
-        message, fields = MESSAGE, json_fields(request, response, observed, duration, received, sent)
+        message, members = MESSAGE, json_members(request, response, observed, duration, received, sent)
     else:
         message = '%s "%s %s HTTP/%d.%d" %d %d %.6fs "%s"' % (
             request.remote, request.method, masked_uri(request.path, request.query_string), *request.version,
             response.status, sent, duration, request.headers.get("User-Agent", ""))
-        fields = None
+        members = ""
     handler = direct_handler(log)
     if handler is None:
-        log.info(message, extra={FIELDS: fields})
+        log.info(message, extra={FIELDS: json.loads(f"{{{members}}}")})
     else:
         handler.sink.write(handler.formatter.compose(time(), "INFO", log.name, message, observed.request_id,
-                                                     fields) + "\n")
+                                                     members) + "\n")
 
 
-def json_fields(request: web.BaseRequest, response: web.StreamResponse, observed: Observed, duration: float,
-                received: int, sent: int) -> dict[str, Any]:
-    """The access line's fields, with Distribution's keys where it has them."""
-    fields: dict[str, Any] = {
-        "http.request.method": request.method,
-        "http.request.uri": masked_uri(request.path, request.query_string),
-        "http.request.route": observed.route,
-        "http.request.host": request.host,
-        "http.request.remoteaddr": request.remote,
-        "http.request.useragent": request.headers.get("User-Agent", ""),
-        "http.request.read": received,
-        "http.response.status": response.status,
-        "http.response.written": sent,
-        "http.response.duration": go_duration(duration),
-        "http.response.duration_seconds": round(duration, 6),
-    }
+def json_members(request: web.BaseRequest, response: web.StreamResponse, observed: Observed, duration: float,
+                 received: int, sent: int) -> str:
+    """The access line's fields as JSON members, with Distribution's keys where it has them."""
+    remote = request.remote
+    members = (
+        f'"http.request.method": {encode_string(request.method)}, '
+        f'"http.request.uri": {encode_string(masked_uri(request.path, request.query_string))}, '
+        f'"http.request.route": {encode_string(observed.route)}, "http.request.host": {encode_string(request.host)}, '
+        f'"http.request.remoteaddr": {"null" if remote is None else encode_string(remote)}, '
+        f'"http.request.useragent": {encode_string(request.headers.get("User-Agent", ""))}, '
+        f'"http.request.read": {received}, "http.response.status": {response.status}, '
+        f'"http.response.written": {sent}, "http.response.duration": "{go_duration(duration)}", '
+        f'"http.response.duration_seconds": {round(duration, 6)!r}')
     params = observed.params
     if params:
         for key, name in _VARS:
             if key in params:
-                fields[name] = params[key]
+                members += f', "{name}": {encode_string(params[key])}'
     identity = request.get(IDENTITY_KEY)
     if identity is not None and identity.name:
-        fields["auth.user.name"] = identity.name
-    return fields
+        members += f', "auth.user.name": {encode_string(identity.name)}'
+    return members
