@@ -8,13 +8,16 @@ vars.name, ...), so log pipelines built for it read ours. Nothing here logs head
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import sys
+import threading
 import time
 from contextvars import ContextVar
-from typing import Any, Mapping
+from json.encoder import encode_basestring as encode_string
+from typing import Callable, Mapping, TextIO
 from urllib.parse import parse_qsl, quote
 
 from ..config import schema
@@ -28,11 +31,12 @@ FIELDS = "fields"
 
 
 def configure_logging(settings: schema.Log) -> None:
-    handler = logging.StreamHandler(sys.stderr)
     if settings.formatter == "text":
-        handler.setFormatter(TextFormatter(settings.fields))
+        formatter: LineFormatter = TextFormatter(settings.fields)
     else:
-        handler.setFormatter(JsonFormatter(settings.fields, logstash=settings.formatter == "logstash"))
+        formatter = JsonFormatter(settings.fields, logstash=settings.formatter == "logstash")
+    handler = LineHandler(LineSink(sys.stderr))
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
@@ -40,54 +44,167 @@ def configure_logging(settings: schema.Log) -> None:
     root.setLevel(settings.level.upper())
 
 
-class TextFormatter(logging.Formatter):
-    """`time LEVEL logger: message key=value ...`: the request id and log.fields as key=value pairs."""
+class LineSink:
+    """Lines bound for a stream, written together once per event-loop turn: one write and one system
+    call for all the lines a turn logs (an access line per response) rather than one each. Outside
+    the loop's thread (startup, worker threads) a line is written at once, after those waiting."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.pending: list[str] = []
+        self.lock = threading.Lock()
+
+    def write(self, line: str) -> None:
+        """Write `line` (ending in a newline) before this loop turn ends; at once outside a loop."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self.lock:
+            self.pending.append(line)
+            due = len(self.pending) > 1  # a flush is already due
+        if loop is None:
+            self.flush()
+        elif not due:
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self.lock:
+            lines, self.pending = self.pending, []
+            if lines:
+                try:
+                    self.stream.write("".join(lines))
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass  # a closed or broken stream: there is nowhere left to say so
+
+
+class LineFormatter(logging.Formatter):
+    """A formatter that also composes a line from its parts, for lines written without a LogRecord."""
+
+    def compose(self, created: float, level: str, logger: str, message: str, request_id: str | None,
+                members: str = "") -> str:
+        """The line; `members`: JSON members (`"key": value, ...`) a JSON line includes."""
+        raise NotImplementedError
+
+
+class LineHandler(logging.Handler):
+    """The registry's log handler: formatted lines go to a LineSink. Callers that find it alone on
+    their logger's path (direct_handler) may compose lines and hand them to its sink themselves."""
+
+    def __init__(self, sink: LineSink) -> None:
+        super().__init__()
+        self.sink = sink
+        self.formatter: LineFormatter = TextFormatter({})
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+
+def direct_handler(logger: logging.Logger) -> LineHandler | None:
+    """The LineHandler that alone would take `logger`'s INFO records, else None (another handler, a filter,
+    a level on the handler: then records must go through logging). Checked per call, so that handlers
+    configured later are honoured."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        if current.parent is None:
+            break
+        if current.handlers or not current.propagate:
+            return None
+        current = current.parent
+    handlers = logger.root.handlers
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if type(handler) is not LineHandler or handler.filters or handler.level > logging.INFO:
+        return None
+    return handler
+
+
+class Stamps:
+    """Times with milliseconds; the text up to the second (strftime `pattern` of `convert`) is made once
+    per second, as an access line per request would otherwise format the same second thousands of times."""
+
+    def __init__(self, pattern: str, convert: Callable[[float], time.struct_time], separator: str,
+                 suffix: str) -> None:
+        self.pattern, self.convert, self.separator, self.suffix = pattern, convert, separator, suffix
+        self.second, self.text = -1, ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self.second:
+            self.second, self.text = second, time.strftime(self.pattern, self.convert(second))
+        return f"{self.text}{self.separator}{int((created - second) * 1000):03d}{self.suffix}"
+
+
+class TextFormatter(LineFormatter):
+    """`time LEVEL logger: message key=value ...`: the request id and log.fields as key=value pairs; the
+    time as logging's default (local time, milliseconds after a comma)."""
 
     def __init__(self, fields: Mapping[str, str]) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        super().__init__()
         self.suffix = "".join(f" {key}={_quote_text(value)}" for key, value in fields.items())
+        self.stamp = Stamps("%Y-%m-%d %H:%M:%S", time.localtime, ",", "")
+
+    def compose(self, created: float, level: str, logger: str, message: str, request_id: str | None,
+                members: str = "") -> str:
+        head, newline, rest = message.partition("\n")  # the first line carries the request id and fields
+        tail = f" request_id={request_id}" if request_id else ""
+        return f"{self.stamp(created)} {level} {logger}: {head}{tail}{self.suffix}{newline}{rest}"
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        request_id = REQUEST_ID.get()
-        head, newline, rest = text.partition("\n")  # a traceback follows the line it explains
-        tail = f" request_id={request_id}" if request_id else ""
-        return f"{head}{tail}{self.suffix}{newline}{rest}"
+        line = self.compose(record.created, record.levelname, record.name, record.getMessage(), REQUEST_ID.get())
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        details = [text for text in (record.exc_text, record.stack_info and self.formatStack(record.stack_info))
+                   if text]
+        return "\n".join([line, *details])  # a traceback follows the line it explains
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, msg, logger, the request id, log.fields and the fields
-    passed as extra={"fields": {...}}; a traceback goes in `error`."""
+class JsonFormatter(LineFormatter):
+    """One JSON object per line: log.fields, time, level, msg, logger, the request id, the fields passed
+    as extra={"fields": {...}}; a traceback goes in `error`. Lines are put together as text around
+    members already encoded (an access line brings its own), which costs a fraction of encoding a dict."""
 
     def __init__(self, fields: Mapping[str, str], logstash: bool = False) -> None:
         super().__init__()
         self.fields = dict(fields)
         self.logstash = logstash
         self.encoder = json.JSONEncoder(default=str, ensure_ascii=False)
-        self._second, self._second_text = -1, ""
+        self.stamp = Stamps("%Y-%m-%dT%H:%M:%S", time.gmtime, ".", "Z")  # RFC 3339, UTC
+        self.prefix = self.encoder.encode(self.fields)[1:-1] + ", " if self.fields else ""
+        #: a log.fields key that the line sets too (then the line's value goes where log.fields put it)
+        self.overridden = tuple(f"{encode_string(key)}: " for key in self.fields)
 
-    def _stamp(self, created: float) -> str:
-        """RFC 3339 in UTC with milliseconds; the part up to the second is reused within that second."""
-        second = int(created)
-        if second != self._second:
-            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
+    def compose(self, created: float, level: str, logger: str, message: str, request_id: str | None,
+                members: str = "") -> str:
+        stamp = self.stamp(created)
+        line = f'"time": "{stamp}", "level": "{level.lower()}", "msg": {encode_string(message)}, ' \
+               f'"logger": {encode_string(logger)}'
+        if self.logstash:
+            line += f', "@timestamp": "{stamp}", "@version": "1"'
+        if request_id:
+            line += f', "http.request.id": {encode_string(request_id)}'
+        if members:
+            line += f", {members}"
+        if any(key in line for key in self.overridden):
+            return self.encoder.encode({**self.fields, **json.loads(f"{{{line}}}")})
+        return f"{{{self.prefix}{line}}}"
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = self._stamp(record.created)
-        line: dict[str, Any] = {**self.fields, "time": stamp, "level": record.levelname.lower(),
-                                "msg": record.getMessage(), "logger": record.name}
-        if self.logstash:
-            line["@timestamp"], line["@version"] = stamp, "1"
-        request_id = REQUEST_ID.get()
-        if request_id:
-            line["http.request.id"] = request_id
-        fields = getattr(record, FIELDS, None)
-        if fields:
-            line.update(fields)
+        extra = dict(getattr(record, FIELDS, None) or {})
         if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
-        return self.encoder.encode(line)
+            extra["error"] = self.formatException(record.exc_info)
+        return self.compose(record.created, record.levelname, record.name, record.getMessage(), REQUEST_ID.get(),
+                            self.encoder.encode(extra)[1:-1])
 
 
 def _quote_text(value: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import logging
 import re
 import secrets
 import uuid
@@ -18,21 +17,20 @@ from bisect import bisect_left
 from contextvars import ContextVar
 from functools import lru_cache
 from time import perf_counter
-from typing import Any, Awaitable, Callable, Sequence
+from types import MappingProxyType
+from typing import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from ..api.app import error_response, route_of
-from ..auth.guard import IDENTITY_KEY
 from ..config import schema
 from ..errors import RegistryError
-from . import metrics
+from . import access, metrics
 from .health import Health
-from .logs import FIELDS, REQUEST_ID, go_duration, masked_uri
+from .logs import REQUEST_ID
 from .stats import Cell
 
-log = logging.getLogger("registry.access")
 REQUEST_ID_HEADER = "X-Request-Id"
 #: what a client's request id may look like; anything else is replaced (it goes into logs and events)
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
@@ -45,12 +43,13 @@ class Observed:
     While it is in flight it counts in its route's in-flight gauge (and, for upload data, in the
     uploads in progress)."""
 
-    __slots__ = ("request_id", "route", "started", "in_flight", "uploading")
+    __slots__ = ("request_id", "route", "params", "started", "in_flight", "uploading")
 
-    def __init__(self, request_id: str, route: str, started: float | None, in_flight: Cell | None,
-                 uploading: bool = False) -> None:
+    def __init__(self, request_id: str, route: str, params: Mapping[str, str], started: float | None,
+                 in_flight: Cell | None, uploading: bool = False) -> None:
         self.request_id = request_id
         self.route = route
+        self.params = params  # the API route's parameters (name, reference, ...), for the access line
         #: perf_counter() at the middleware (aiohttp's own clock is coarse under uvloop); None: not seen there
         self.started = started
         self.in_flight = in_flight
@@ -136,23 +135,19 @@ class RequestIds:
 
 #: the route (name and parameters) of an API path, remembered for the paths seen most
 _route_of = lru_cache(maxsize=8192)(route_of)
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
-def _api_route(path: str) -> str:
-    found = _route_of(path)
-    return found[0] if found is not None else "not_found"
-
-
-def route_name(request: web.BaseRequest) -> str:
-    """Distribution's route name (`manifest`, `blob`, ...) for the API; the route's template
-    (`/admin/readonly`) for the rest; `not_found` for no route. Never the path itself."""
+def request_route(request: web.BaseRequest) -> tuple[str, Mapping[str, str]]:
+    """Distribution's route name (`manifest`, `blob`, ...) and the parameters for the API; the route's
+    template (`/admin/readonly`) for the rest; `not_found` for no route. Never the path itself."""
     path = request.path
     if path.startswith("/v2"):
-        return _api_route(path)
+        return _route_of(path) or ("not_found", _NO_PARAMS)
     info = getattr(request, "match_info", None)
     if info is None or info.http_exception is not None or info.route.resource is None:
-        return "not_found"
-    return info.route.resource.canonical
+        return "not_found", _NO_PARAMS
+    return info.route.resource.canonical, _NO_PARAMS
 
 
 def observe_middleware(ids: RequestIds, health: Health
@@ -163,7 +158,7 @@ def observe_middleware(ids: RequestIds, health: Health
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = ids.of(request)
         REQUEST_ID.set(request_id)
-        route = route_name(request)
+        route, params = request_route(request)
         cell = in_flight.get(route)
         if cell is None:
             cell = in_flight[route] = metrics.HTTP_IN_FLIGHT.cell((route,))
@@ -172,7 +167,7 @@ def observe_middleware(ids: RequestIds, health: Health
                                            else "digest" in request.query)
         if uploading:
             _UPLOADING.value += 1
-        observed = Observed(request_id, route, perf_counter(), cell, uploading)
+        observed = Observed(request_id, route, params, perf_counter(), cell, uploading)
         OBSERVED.set(observed)
         if health.checks and request.path.startswith("/v2") and health.failing:  # as Distribution's: the API is 503
             return error_response(RegistryError("UNAVAILABLE", "health check failed: please see /debug/health"),
@@ -210,7 +205,7 @@ def observer_class(settings: schema.Log, ids: RequestIds) -> type[AbstractAccess
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
             observed = OBSERVED.get()
             if observed is None:  # refused before routing (a malformed request)
-                observed = Observed(ids.of(request), "not_found", None, None)
+                observed = Observed(ids.of(request), "not_found", _NO_PARAMS, None, None)
                 REQUEST_ID.set(observed.request_id)
             else:
                 observed.finish()
@@ -235,13 +230,7 @@ def observer_class(settings: schema.Log, ids: RequestIds) -> type[AbstractAccess
             if route in _UPLOADS:
                 _count_upload(route, method, status, request)
             if access_lines:
-                if json_lines:
-                    log.info("response completed",
-                             extra={FIELDS: _fields(request, response, observed, time, received, sent)})
-                else:
-                    log.info('%s "%s %s HTTP/%d.%d" %d %d %.6fs "%s"', request.remote, request.method,
-                             masked_uri(request.path, request.query_string), *request.version, status,
-                             sent, time, request.headers.get("User-Agent", ""))
+                access.write(request, response, observed, time, received, sent, json_lines)
 
     return RequestObserver
 
@@ -257,32 +246,3 @@ def _count_upload(route: str, method: str, status: int, request: web.BaseRequest
             _FINISHED["cancelled"].value += 1
     elif method == "POST" and status == 201 and "mount" not in request.query:
         _FINISHED["completed"].value += 1
-
-
-def _fields(request: web.BaseRequest, response: web.StreamResponse, observed: Observed, duration: float,
-            received: int, sent: int) -> dict[str, Any]:
-    """The access line's fields, with Distribution's keys where it has them."""
-    fields: dict[str, Any] = {
-        "http.request.method": request.method,
-        "http.request.uri": masked_uri(request.path, request.query_string),
-        "http.request.route": observed.route,
-        "http.request.host": request.host,
-        "http.request.remoteaddr": request.remote,
-        "http.request.useragent": request.headers.get("User-Agent", ""),
-        "http.request.read": received,
-        "http.response.status": response.status,
-        "http.response.written": sent,
-        "http.response.duration": go_duration(duration),
-        "http.response.duration_seconds": round(duration, 6),
-    }
-    found = _route_of(request.path) if request.path.startswith("/v2") else None
-    params = found[1] if found is not None else {}
-    if "name" in params:
-        fields["vars.name"] = params["name"]
-    for key in ("reference", "digest", "upload_id"):
-        if key in params:
-            fields["vars.uuid" if key == "upload_id" else f"vars.{key}"] = params[key]
-    identity = request.get(IDENTITY_KEY)
-    if identity is not None and identity.name:
-        fields["auth.user.name"] = identity.name
-    return fields
