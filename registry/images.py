@@ -20,8 +20,10 @@ IMAGE_CONFIG_TYPES = frozenset({"application/vnd.oci.image.config.v1+json",
                                 "application/vnd.docker.container.image.v1+json"})
 #: a config larger than this is not read (a real one is a few KiB; history makes some larger)
 MAX_CONFIG_SIZE = 4 * 1024 * 1024
-#: configs remembered by digest
-CACHED_CONFIGS = 4096
+#: configs remembered by digest, counted by their size as stored (parsed, one takes a few times that) plus
+#: CONFIG_ENTRY_BYTES each: the UI shows the same images' configs again and again
+CONFIG_CACHE_BYTES = 16 * 1024 * 1024
+CONFIG_ENTRY_BYTES = 512
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ class ImageReader:
     def __init__(self, manifests: ManifestStore, blobs: BlobStore) -> None:
         self.manifests = manifests
         self.blobs = blobs
-        self._configs: OrderedDict[Digest, dict[str, Any]] = OrderedDict()
+        self._configs: OrderedDict[Digest, tuple[dict[str, Any], int]] = OrderedDict()
+        self._configs_bytes = 0
 
     async def config(self, manifest: Manifest) -> dict[str, Any]:
         """An image's config document; empty for an artifact, an index, or a config not stored."""
@@ -90,7 +93,7 @@ class ImageReader:
         cached = self._configs.get(digest)
         if cached is not None:
             self._configs.move_to_end(digest)
-            return cached
+            return cached[0]
         raw = await self.blobs.read_small(digest, MAX_CONFIG_SIZE)
         try:
             document = json.loads(raw) if raw is not None else {}
@@ -98,10 +101,13 @@ class ImageReader:
             document = {}
         if not isinstance(document, dict):
             document = {}
-        if raw is not None:
-            self._configs[digest] = document
-            if len(self._configs) > CACHED_CONFIGS:
-                self._configs.popitem(last=False)
+        if raw is not None and digest not in self._configs:
+            cost = len(raw) + CONFIG_ENTRY_BYTES
+            self._configs[digest] = (document, cost)
+            self._configs_bytes += cost
+            while self._configs_bytes > CONFIG_CACHE_BYTES:
+                _, (_, evicted) = self._configs.popitem(last=False)
+                self._configs_bytes -= evicted
         return document
 
     async def child(self, descriptor: dict[str, Any]) -> Manifest | None:
