@@ -43,6 +43,7 @@ class Call:
     """One request the proxy received, and what it did with it."""
 
     operation: str
+    #: the object's key; for a listing, its prefix
     key: str
     fault: FaultKind | None
     #: bytes a part, object or copied range carries (request body, or x-amz-copy-source-range)
@@ -219,7 +220,7 @@ class S3FaultProxy:
                 split = urlsplit(self.path)
                 query = parse_qs(split.query, keep_blank_values=True)
                 operation = operation_of(self.command, split.path, query, self.headers)
-                key = unquote(split.path.lstrip("/").partition("/")[2])
+                key = unquote(split.path.lstrip("/").partition("/")[2]) or query.get("prefix", [""])[0]
                 size = len(body)
                 copy_range = _COPY_RANGE.fullmatch(self.headers.get("x-amz-copy-source-range", ""))
                 if copy_range:
