@@ -120,14 +120,11 @@ class BlobStore:
         """Make verified content (size bytes) the blob for digest, then link it: the atomic end of an upload
         written to scratch space first.
 
-        When the blob is stored already (deduplication) the new copy is dropped.
-        A concurrent adopter of the same digest moves identical bytes, so either wins.
+        Moved even when the blob is stored already: clients ask (HEAD) before they push, so that is rare,
+        and a look first would cost every other push a call (on S3 three, when it is not there). A
+        concurrent adopter of the same digest moves identical bytes, so either wins.
         """
-        target = layout.blob_data(digest)
-        if await self.backend.exists(target):
-            await delete_quietly(self.backend, verified_path)
-        else:
-            await self.backend.move(verified_path, target)
+        await self.backend.move(verified_path, layout.blob_data(digest))
         await self.link_stored(name, digest, size)
 
     async def unlink(self, name: str, digest: Digest) -> None:

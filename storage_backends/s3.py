@@ -99,7 +99,15 @@ class S3Backend(StorageBackend):
         endpoint = settings.regionendpoint
         if endpoint and "://" not in endpoint:
             endpoint = f"{'https' if settings.secure else 'http'}://{endpoint}"
-        self._client = boto3.session.Session().client(
+        self._client = self._new_client(endpoint)
+        #: for streamed parts only: without the default CRC32, which botocore computes by reading the body
+        #: before sending it, and signed without hashing the payload (see _StreamedPartAuth)
+        self._stream_client = self._new_client(endpoint, request_checksum_calculation="when_required")
+        self._stream_client.meta.events.register("choose-signer.s3.UploadPart", _sign_streamed_parts_unsigned)
+
+    def _new_client(self, endpoint: str | None, **config: Any) -> Any:
+        settings = self.settings
+        return boto3.session.Session().client(
             "s3",
             region_name=settings.region,
             endpoint_url=endpoint,
@@ -112,16 +120,13 @@ class S3Backend(StorageBackend):
                 # botocore's "max_attempts" counts retries only; ours counts tries, as the README says
                 retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
                 s3={"addressing_style": "path" if settings.forcepathstyle else "auto"},
-                max_pool_connections=2 * settings.max_threads,  # both thread pools'
-                # checksums only where S3 requires one (DeleteObjects): a default CRC32 would read a
-                # streamed part before sending it; parts and objects are hashed by the registry anyway
-                request_checksum_calculation="when_required",
+                max_pool_connections=settings.max_threads,
                 connect_timeout=settings.timeout,
                 read_timeout=settings.timeout,
                 signature_version="s3v4",
+                **config,
             ),
         )
-        self._client.meta.events.register("choose-signer.s3.UploadPart", _sign_streamed_parts_unsigned)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -487,13 +492,12 @@ class S3Backend(StorageBackend):
         await self._delete_keys([p.key for p in pieces if p.key != dst_key])
 
     async def delete(self, path: str) -> None:
-        """One listing finds a plain object and everything below path (a directory); an appended file's
-        segments take a second one; then one DeleteObjects per 1,000 keys."""
+        """A directory (what the registry deletes most: an upload, a link's, a tag's) costs one listing and
+        one DeleteObjects per 1,000 keys; a file a HeadObject and a listing of its segments more."""
         key = self._key(path)
-        listed, _ = await self._list_all(key)
-        keys = [o["Key"] for o in listed if o["Key"] == key or o["Key"].startswith(key + "/")]
-        if key in keys or not keys:  # a plain file may have stale segments (write_bytes); else a segmented one
-            keys += [o["Key"] for o in await self._segments(key)]
+        keys = [o["Key"] for o in (await self._list_all(key + "/"))[0]]
+        if not keys:  # a file: plain (perhaps with stale segments, see write_bytes), or segments only
+            keys = ([key] if await self._head(key) else []) + [o["Key"] for o in await self._segments(key)]
         if not keys:
             raise PathNotFound(path)
         await self._delete_keys(keys)
@@ -830,7 +834,7 @@ class _StreamWriter(Writer):
         number = len(self._sending) + 1
         length = min(self._part_size, self._total - self.size)
         self._part_end = self.size + length
-        call = partial(b._client.upload_part, Bucket=b.bucket, Key=self._key, UploadId=self._upload_id,
+        call = partial(b._stream_client.upload_part, Bucket=b.bucket, Key=self._key, UploadId=self._upload_id,
                        PartNumber=number, Body=stream, ContentLength=length)
         sending = asyncio.ensure_future(b._call_in(b._streams, call))
         sending.add_done_callback(lambda _: _unblock(stream))
