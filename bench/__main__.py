@@ -45,13 +45,13 @@ def run_scenario(scenario: Scenario, sides: dict[str, Side], ctx: Context, round
         if not scenario.fresh_per_round:
             for name, side in sides.items():
                 if scenario.needs_servers:
-                    side.start(scenario.our_config)
+                    side.start(scenario.our_config, counted=scenario.counts_s3_calls)
                 states[name] = scenario.setup(side, ctx)
         for index in range(rounds):
             for name, side in sides.items():  # interleaved: reference, then ours, every round
                 if scenario.fresh_per_round:
                     if scenario.needs_servers:
-                        side.start(scenario.our_config)
+                        side.start(scenario.our_config, counted=scenario.counts_s3_calls)
                     states[name] = scenario.setup(side, ctx)
                 values = scenario.measure(side, states[name], index, ctx)
                 if scenario.fresh_per_round:
@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
               "the redirect to moto (info).")
     print()
     print(table(list(results.values())))
+    for scenario in scenarios:
+        details = scenario.details()
+        if details:
+            print(f"\n{details}")
     for name, error in errors.items():
         print(f"\nERROR in scenario {name}: {error}")
     if args.json:

@@ -20,6 +20,7 @@ import yaml  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
 from tests.s3 import new_bucket, s3_client, s3_config  # noqa: E402
+from tests.s3_proxy import S3FaultProxy  # noqa: E402
 from tests.servers import MotoServer, ReferenceRegistry, RegistryServer, ServerProcess, free_port  # noqa: E402
 
 #: the same logging for both: errors only, no access log (the reference's settings in tests/servers.py)
@@ -38,21 +39,34 @@ class S3Endpoint:
     def __init__(self, workdir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.moto = _BenchMoto(workdir, workdir / "moto.log")
+        self._proxy: S3FaultProxy | None = None
 
     def start(self) -> "S3Endpoint":
         self.moto.start()
         return self
 
     def stop(self) -> None:
+        if self._proxy is not None:
+            self._proxy.stop()
         self.moto.stop()
+
+    @property
+    def proxy(self) -> S3FaultProxy:
+        """A proxy in front of moto that counts every call by S3 operation (started on first use)."""
+        if self._proxy is None:
+            self._proxy = S3FaultProxy(self.moto.url).start()
+        return self._proxy
 
     def new_bucket(self) -> str:
         return new_bucket(self.moto)
 
-    def storage(self, bucket: str, redirect: bool) -> dict[str, Any]:
+    def storage(self, bucket: str, redirect: bool, counted: bool = False) -> dict[str, Any]:
         """The `storage` section both servers read (Distribution's keys). Distribution 2.8's
-        driver ignores `forcepathstyle` but uses path-style URLs whenever `regionendpoint` is set."""
+        driver ignores `forcepathstyle` but uses path-style URLs whenever `regionendpoint` is set.
+        counted: through the counting proxy rather than to moto directly."""
         s3 = s3_config(self.moto, bucket, rootdirectory=S3_ROOT, v4auth=True, chunksize=S3_CHUNKSIZE)
+        if counted:
+            s3["regionendpoint"] = self.proxy.url
         return {"s3": s3, "redirect": {"disable": not redirect}}
 
     def drop_bucket(self, bucket: str) -> None:
@@ -123,12 +137,16 @@ class Side:
         self.bucket: str | None = None
         self.generation = 0
         self.our_config: dict[str, Any] = {}
+        self.counted = False
 
-    def start(self, our_config: dict[str, Any] | None = None, root: Path | None = None) -> ServerProcess:
+    def start(self, our_config: dict[str, Any] | None = None, root: Path | None = None,
+              counted: bool = False) -> ServerProcess:
         """A new process on a new, empty store, or on the store at root (a filesystem directory);
-        our_config: settings merged into ours (the reference runs as always)."""
+        our_config: settings merged into ours (the reference runs as always); counted: S3 calls go
+        through the endpoint's counting proxy."""
         self.stop()
         self.our_config = our_config or {}
+        self.counted = counted
         if self.s3 is not None and root is None:
             self.bucket = self.s3.new_bucket()
         self.server = self._process(redirect=False, root=root)
@@ -170,7 +188,8 @@ class Side:
         base = self.workdir / f"{self.name}-{self.generation}"
         base.mkdir(parents=True)
         data = root or (self.server.root if self.server is not None else base / "data")
-        storage = None if self.s3 is None or self.bucket is None else self.s3.storage(self.bucket, redirect)
+        storage = None if self.s3 is None or self.bucket is None else self.s3.storage(self.bucket, redirect,
+                                                                                      self.counted)
         if self.name == "reference":
             return BenchReference(data, base / "server.log", cache=self.cached_reference, storage=storage)
         config = {**OUR_CONFIG, **({} if storage is None else {"storage": storage}), **self.our_config}

@@ -33,21 +33,31 @@ class Result:
     @property
     def target(self) -> str:
         m = self.metric
+        targets = []
         if m.max_ours is not None:
-            return f"< {m.max_ours:g} {m.unit}"
+            targets.append(f"< {m.max_ours:g} {m.unit}")
         if m.target_ratio is not None:
-            return f">= {m.target_ratio:g}x"
-        return "report"
+            targets.append(f">= {m.target_ratio:g}x")
+        if m.max_ratio is not None:
+            targets.append(f"<= {m.max_ratio:g}x")
+        return ", ".join(targets) or "report"
 
     @property
     def verdict(self) -> str:
         m = self.metric
         ours, ratio = self.figure("ours"), self.ratio
+        checks = []
         if m.max_ours is not None:
-            return "-" if ours is None else ("PASS" if ours < m.max_ours else "MISS")
+            checks.append(None if ours is None else ours < m.max_ours)
         if m.target_ratio is not None:
-            return "-" if ratio is None else ("PASS" if ratio >= m.target_ratio else "MISS")
-        return ""
+            checks.append(None if ratio is None else ratio >= m.target_ratio)
+        if m.max_ratio is not None:
+            checks.append(None if ratio is None else ratio <= m.max_ratio)
+        if not checks:
+            return ""
+        if None in checks:
+            return "-"
+        return "PASS" if all(checks) else "MISS"
 
     def as_json(self) -> dict[str, object]:
         m = self.metric

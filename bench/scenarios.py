@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +32,7 @@ class Metric:
     higher_is_better: bool = True
     target_ratio: float | None = None  # ours / reference must reach this
     max_ours: float | None = None  # or: our figure must stay under this
+    max_ratio: float | None = None  # and/or: ours / reference must not exceed this (counts, lower is better)
     aggregate: str = "median"  # how rounds combine: "median", or "max" for peaks
 
 
@@ -172,6 +175,8 @@ class Scenario:
     opt_in = False
     #: at most this many rounds, whatever --rounds says (a scenario whose one round takes many minutes)
     max_rounds: int | None = None
+    #: both servers reach S3 through the endpoint's call-counting proxy
+    counts_s3_calls = False
 
     def prepare(self, ctx: Context) -> None:
         """Untimed work done once before any server starts (generating files)."""
@@ -185,6 +190,10 @@ class Scenario:
 
     def finish(self) -> None:
         """Stop what the scenario started itself, after its last round (also on error)."""
+
+    def details(self) -> str | None:
+        """More than the table's one figure per row, printed below it (None: nothing)."""
+        return None
 
 
 class MonolithicPush(Scenario):
@@ -342,6 +351,99 @@ class S3Pull(Scenario):
                                         for _ in range(self.REPEAT)])
         total = self.REPEAT * blob.size
         return {**transfer_figures("s3-pull", total, *streamed), "s3-pull-307": total / MB / redirected}
+
+
+class S3Calls(Scenario):
+    """S3 calls per registry operation, counted by a proxy in front of moto (tests/s3_proxy.py), on a
+    fresh bucket each round: counts, not times, so one round says it all (more rounds check it is steady)."""
+
+    name = "s3-calls"
+    description = "S3 (moto): S3 calls per operation, counted by a proxy in front of moto"
+    backend = "s3"
+    fresh_per_round = True
+    counts_s3_calls = True
+    #: the issue's budget for a monolithic push (POST and PUT together)
+    MONOLITHIC_BUDGET = 8
+
+    def __init__(self, sizes: Sizes) -> None:
+        mib, chunk = sizes.s3_big // MiB, sizes.chunk // MiB
+        self.operations = {
+            "monolithic": f"monolithic push {mib} MiB (POST, PUT)",
+            "chunked": f"chunked push {mib} MiB ({chunk} MiB PATCHes)",
+            "manifest": "manifest PUT (by tag, 2 layers)",
+            "tag": "tag PUT (known manifest, new tag)",
+            "pull": "pull by tag (manifest + 3 blobs)",
+            "pull-cold": "the pull again from a new replica (caches empty)",
+            "catalog": "catalog page (_catalog?n=100)",
+        }
+        self.metrics = tuple(
+            Metric(f"s3calls-{op}", f"S3 calls: {label}", "calls", higher_is_better=False, max_ratio=1.0,
+                   max_ours=self.MONOLITHIC_BUDGET + 0.5 if op == "monolithic" else None)
+            for op, label in self.operations.items())
+        self.by_operation: dict[str, dict[str, Counter[str]]] = {}
+
+    def prepare(self, ctx: Context) -> None:
+        ctx.blob(ctx.sizes.s3_big)
+        ctx.blob(ctx.sizes.s3_big - 1)  # another blob for the chunked push (else it is stored already)
+
+    def measure(self, side: Side, state: Any, round_index: int, ctx: Context) -> dict[str, float]:
+        proxy = side.s3.proxy  # type: ignore[union-attr]
+        big, other = ctx.blob(ctx.sizes.s3_big), ctx.blob(ctx.sizes.s3_big - 1)
+        config = b'{"architecture":"amd64","os":"linux"}'
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": ops.OCI_MANIFEST,
+            "config": {"mediaType": ops.OCI_CONFIG, "digest": ops.digest_of(config), "size": len(config)},
+            "layers": [{"mediaType": ops.OCI_LAYER, "digest": blob.digest, "size": blob.size}
+                       for blob in (big, other)],
+        }).encode()
+        counted: dict[str, Counter[str]] = {}
+
+        def count(op: str, action: Callable[[], None]) -> None:
+            """The calls action costs; not those of our replicas' start-up sweep of incoming/, their
+            own business, which may still be under way as the action begins."""
+            proxy.reset_counts()
+            action()
+            counted[op] = Counter(c.operation for c in proxy.calls if "/incoming/" not in c.key)
+
+        def pull(conn: Connection) -> None:
+            got = ops.expect(conn.request("GET", "/v2/bench/app/manifests/v1", {"Accept": ops.OCI_MANIFEST}), 200)
+            if got.body != manifest:
+                raise RuntimeError(f"{side.name} served a different manifest")
+            ops.expect(conn.request("GET", f"/v2/bench/app/blobs/{ops.digest_of(config)}"), 200)
+            for blob in (big, other):
+                ops.pull(conn, "bench/app", blob.digest, blob.size)
+
+        with connect(side) as conn:
+
+            ops.push_small(conn, "bench/app", config, ops.digest_of(config), single_post=False)
+            count("monolithic", lambda: ops.push_file_monolithic(conn, "bench/app", big))
+            count("chunked", lambda: ops.push_file_chunked(conn, "bench/app", other, ctx.sizes.chunk))
+            count("manifest", lambda: ops.put_manifest(conn, "bench/app", "v1", manifest))
+            count("tag", lambda: ops.put_manifest(conn, "bench/app", "v2", manifest))
+            count("pull", lambda: pull(conn))
+            count("catalog", lambda: ops.get_json(conn, "/v2/_catalog?n=100"))
+        replica = side.start_replica(redirect=False)
+        with Connection("127.0.0.1", replica.port) as conn:
+            count("pull-cold", lambda: pull(conn))
+        self.by_operation[side.name] = counted
+        for op, calls in counted.items():
+            log_line = ", ".join(f"{name} {n}" for name, n in sorted(calls.items()))
+            print(f"    {side.name} {op}: {sum(calls.values())} ({log_line})", file=sys.stderr, flush=True)
+        return {f"s3calls-{op}": float(sum(calls.values())) for op, calls in counted.items()}
+
+    def details(self) -> str | None:
+        """The last round's calls by S3 operation, per registry operation, for both servers."""
+        if not self.by_operation:
+            return None
+        lines = ["S3 calls by S3 operation (last round):"]
+        for op, label in self.operations.items():
+            lines.append(f"  {label}")
+            for side in ("reference", "ours"):
+                calls = self.by_operation.get(side, {}).get(op)
+                if calls is not None:
+                    listed = ", ".join(f"{name} {n}" for name, n in sorted(calls.items()))
+                    lines.append(f"    {side:>9}: {sum(calls.values()):>3}  {listed}")
+        return "\n".join(lines)
 
 
 def push_image(side: Side, repo: str, tag: str) -> tuple[bytes, str]:
@@ -648,6 +750,6 @@ class SmallPushesNoFsync(SmallPushes):
 
 def all_scenarios(sizes: Sizes) -> list[Scenario]:
     return [MonolithicPush(sizes), ChunkedPush(sizes), Pull(sizes),
-            S3MonolithicPush(sizes), S3ChunkedPush(sizes), S3Pull(sizes),
+            S3MonolithicPush(sizes), S3ChunkedPush(sizes), S3Pull(sizes), S3Calls(sizes),
             ManifestGet(sizes), BlobHead(sizes), SmallPushes(sizes), Listing(sizes), PushMemory(sizes),
             UIPages(sizes), MonolithicPushNoFsync(sizes), SmallPushesNoFsync(sizes)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from storage_backends import FileInfo, PathNotFound, StorageBackend
@@ -17,21 +18,32 @@ MAX_CACHED_SIZES = 65_536
 #: how long set-aside data waits before the links are checked again (eviction, garbage collection):
 #: longer than a push takes between finding the data stored and writing its link
 SET_ASIDE_GRACE = 2.0
+#: a link this process wrote or read is taken as there for this long without reading it again, so that a
+#: push's manifest and a pull right after cost no read per blob (Distribution's blob descriptor cache
+#: keeps them for good); a link another replica deletes may still count here that long
+LINK_TRUST_SECONDS = 60.0
+MAX_CACHED_LINKS = 65_536
 
 
 class BlobStore:
     def __init__(self, backend: StorageBackend) -> None:
         self.backend = backend
         self._data: OrderedDict[Digest, tuple[int, float]] = OrderedDict()  # size, mtime
+        self._links: OrderedDict[tuple[str, Digest], float] = OrderedDict()  # time.monotonic() last seen
 
-    async def stat(self, name: str, digest: Digest) -> FileInfo:
+    async def stat(self, name: str, digest: Digest, recent_link: bool = False) -> FileInfo:
         """The blob's data, if the repository links it (a repository never serves a blob it does not link).
 
-        The link is read every time (another replica may have deleted it); the data's size
-        comes from memory after the first look, which spares S3 a request per pull.
+        The link is read every time (another replica may have deleted it), unless recent_link and this
+        process wrote or read it less than LINK_TRUST_SECONDS ago: for a GET, which reads the data next
+        and so notices at once data that went, and for the blobs a pushed manifest names. The data's
+        size comes from memory after the first look, which spares S3 a request per pull.
         """
-        if await read_link(self.backend, layout.layer_link(name, digest)) != digest:
-            raise RegistryError("BLOB_UNKNOWN", f"blob {digest} unknown to repository {name}", {"digest": str(digest)})
+        if not (recent_link and self._link_trusted(name, digest)):
+            if await read_link(self.backend, layout.layer_link(name, digest)) != digest:
+                raise RegistryError("BLOB_UNKNOWN", f"blob {digest} unknown to repository {name}",
+                                    {"digest": str(digest)})
+            self._link_seen(name, digest)
         path = layout.blob_data(digest)
         known = self._data.get(digest)
         if known is not None:
@@ -41,14 +53,31 @@ class BlobStore:
             info = await self.backend.stat(path)
         except PathNotFound:
             raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is linked but its data is missing") from None
-        self._data[digest] = (info.size, info.mtime)
-        if len(self._data) > MAX_CACHED_SIZES:
-            self._data.popitem(last=False)
+        self._remember_size(digest, info.size, info.mtime)
         return info
 
-    async def is_linked(self, name: str, digest: Digest) -> bool:
+    def _remember_size(self, digest: Digest, size: int, mtime: float) -> None:
+        self._data[digest] = (size, mtime)
+        self._data.move_to_end(digest)
+        if len(self._data) > MAX_CACHED_SIZES:
+            self._data.popitem(last=False)
+
+    def _link_trusted(self, name: str, digest: Digest) -> bool:
+        seen = self._links.get((name, digest))
+        return seen is not None and time.monotonic() - seen < LINK_TRUST_SECONDS
+
+    def _link_seen(self, name: str, digest: Digest) -> None:
+        self._links[(name, digest)] = time.monotonic()
+        self._links.move_to_end((name, digest))
+        if len(self._links) > MAX_CACHED_LINKS:
+            self._links.popitem(last=False)
+
+    def _link_gone(self, name: str, digest: Digest) -> None:
+        self._links.pop((name, digest), None)
+
+    async def is_linked(self, name: str, digest: Digest, recent_link: bool = False) -> bool:
         try:
-            await self.stat(name, digest)
+            await self.stat(name, digest, recent_link)
         except RegistryError:
             return False
         return True
@@ -69,6 +98,13 @@ class BlobStore:
 
     async def link(self, name: str, digest: Digest) -> None:
         await write_link(self.backend, layout.layer_link(name, digest), digest)
+        self._link_seen(name, digest)
+
+    async def link_stored(self, name: str, digest: Digest, size: int) -> None:
+        """Link data just written and verified, remembering its size: the manifest push and the pulls
+        that follow need not look it up."""
+        self._remember_size(digest, size, time.time())
+        await self.link(name, digest)
 
     async def mount(self, name: str, digest: Digest, source: str | None) -> bool:
         """Link an already stored blob into name; from `source` when given, else from anywhere."""
@@ -80,21 +116,20 @@ class BlobStore:
         await self.link(name, digest)
         return True
 
-    async def adopt(self, name: str, digest: Digest, verified_path: str) -> None:
-        """Make verified content the blob for digest, then link it: the atomic end of every upload.
+    async def adopt(self, name: str, digest: Digest, verified_path: str, size: int) -> None:
+        """Make verified content (size bytes) the blob for digest, then link it: the atomic end of an upload
+        written to scratch space first.
 
-        When the blob is stored already (deduplication) the new copy is dropped.
-        A concurrent adopter of the same digest moves identical bytes, so either wins.
+        Moved even when the blob is stored already: clients ask (HEAD) before they push, so that is rare,
+        and a look first would cost every other push a call (on S3 three, when it is not there). A
+        concurrent adopter of the same digest moves identical bytes, so either wins.
         """
-        target = layout.blob_data(digest)
-        if await self.backend.exists(target):
-            await delete_quietly(self.backend, verified_path)
-        else:
-            await self.backend.move(verified_path, target)
-        await self.link(name, digest)
+        await self.backend.move(verified_path, layout.blob_data(digest))
+        await self.link_stored(name, digest, size)
 
     async def unlink(self, name: str, digest: Digest) -> None:
         await self.stat(name, digest)
+        self._link_gone(name, digest)
         await delete_quietly(self.backend, layout.layer_link(name, digest).rsplit("/", 1)[0])
 
     # -- for the mirror's cache eviction ---------------------------------------------------------
@@ -127,6 +162,7 @@ class BlobStore:
 
     async def drop_link(self, name: str, digest: Digest) -> bool:
         """Remove the repository's link whether or not the data is there; the data stays."""
+        self._link_gone(name, digest)
         return await delete_quietly(self.backend, layout.layer_link(name, digest).rsplit("/", 1)[0])
 
     async def set_aside(self, digest: Digest) -> bool:
@@ -187,6 +223,8 @@ class BlobStore:
 
     async def drop_links(self, links: list[tuple[str, Digest]]) -> int:
         """Remove these repositories' links to blobs, many at once (the data stays); how many."""
+        for name, digest in links:
+            self._link_gone(name, digest)
         paths = [layout.layer_link(name, digest) for name, digest in links]
         await self.backend.delete_files(paths)
         await self.backend.prune([path.rsplit("/", 1)[0] for path in paths])

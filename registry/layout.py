@@ -122,8 +122,12 @@ def upload_dir(name: str, upload_id: str) -> str:
     return f"{uploads_dir(name)}/{upload_id}"
 
 
+#: an upload's data file, by its name inside the upload's directory
+UPLOAD_DATA = "data"
+
+
 def upload_data(name: str, upload_id: str) -> str:
-    return f"{upload_dir(name, upload_id)}/data"
+    return f"{upload_dir(name, upload_id)}/{UPLOAD_DATA}"
 
 
 def upload_started_at(name: str, upload_id: str) -> str:

@@ -5,6 +5,13 @@ upload survives a restart and can be continued by any process sharing the
 store. The running hash is kept in process memory only as a cache: when it is
 missing, or does not match what is stored, the stored bytes are hashed once
 when the upload is finished (never at every chunk, which would be quadratic).
+
+A session holds `startedat` from its start and `data` from its first chunk. When
+the request that finishes it brings the whole blob (the common POST then PUT), and
+the backend reclaims what a writer never committed (S3), the blob is written
+straight to its place in the blob store and committed only once its digest matches:
+on S3 that is one multipart upload completed or aborted, instead of parts written
+to the session, composed into a copy, and deleted.
 """
 
 from __future__ import annotations
@@ -62,7 +69,6 @@ class UploadStore:
         started = datetime.datetime.now(datetime.timezone.utc).isoformat().encode()
         try:  # an upload's bookkeeping is scratch state: not worth an fsync
             await self.backend.write_bytes(layout.upload_started_at(name, upload_id), started, durable=False)
-            await self.backend.write_bytes(layout.upload_data(name, upload_id), b"", durable=False)
         except BaseException:  # a full disk, say: leave no half-made upload behind
             await asyncio.shield(self._discard(_session(name, upload_id)))
             raise
@@ -72,10 +78,11 @@ class UploadStore:
     async def size(self, name: str, upload_id: str) -> int:
         if not _UPLOAD_ID.fullmatch(upload_id):
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", "malformed upload id", {"upload": upload_id[:100]})
-        try:
-            return (await self.backend.stat(layout.upload_data(name, upload_id))).size
-        except PathNotFound:
-            raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} unknown to repository {name}") from None
+        # one listing on S3, which also adds up an appended file's segments
+        files = {info.path: info.size async for info in self.backend.walk(layout.upload_dir(name, upload_id))}
+        if not files:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} unknown to repository {name}")
+        return files.get(layout.UPLOAD_DATA, 0)  # no data before the first chunk
 
     async def append(
         self,
@@ -139,6 +146,15 @@ class UploadStore:
         key = (name, upload_id)
         async with self._lock(key):
             size = await self._size_at(key, start)
+            if size == 0 and (body is None or self.backend.reclaims_unfinished_writes):
+                try:  # the whole blob is in this request: straight to its place
+                    size = await self._write_verified(name, digest, body, length)
+                except RegistryError as exc:
+                    if exc.code == "DIGEST_INVALID":
+                        await self._discard(_session(*key))
+                    raise
+                await self._discard(_session(*key))
+                return size
             if body is not None:
                 size = await self._append_locked(_session(*key), size, body, length)
             return await self._verify_and_adopt(_session(*key), digest, size)
@@ -147,6 +163,8 @@ class UploadStore:
         """A monolithic upload: the whole blob in one request, so no session is recorded for it
         (its client could neither resume nor cancel one). A failure leaves nothing behind, and
         neither does a crash, for long (see registry/incoming.py)."""
+        if self.backend.reclaims_unfinished_writes:
+            return await self._write_verified(name, digest, body, length)
         async with self.incoming.scratch(name) as scratch:
             self._remember(scratch.key, _HashState(hashlib.new(digest.algorithm), 0))
             try:
@@ -164,14 +182,32 @@ class UploadStore:
             computed = (await self._rehash(scratch, digest.algorithm)).hexdigest()
         if computed != digest.hex:
             await self._discard(scratch)
-            raise RegistryError(
-                "DIGEST_INVALID",
-                f"upload content has digest {digest.algorithm}:{computed}, not {digest}",
-                {"expected": str(digest), "computed": f"{digest.algorithm}:{computed}"},
-            )
-        await self.blobs.adopt(scratch.key[0], digest, scratch.data)
+            raise _digest_invalid(digest, computed)
+        await self.blobs.adopt(scratch.key[0], digest, scratch.data, size)
         await self._discard(scratch)
         return size
+
+    async def _write_verified(self, name: str, digest: Digest, body: Body | None,
+                              length: int | None) -> int:
+        """The whole blob from one request, written to its place in the blob store, hashed on the way, and
+        committed only when the digest matches (else nothing of it remains); then linked into name.
+        For backends that reclaim uncommitted writes (reclaims_unfinished_writes) and the empty blob."""
+        hasher = hashlib.new(digest.algorithm)
+        writer = await self.backend.writer(layout.blob_data(digest), size=length)
+        writer.on_write = hasher.update
+        try:
+            if body is not None:
+                await _pipelined_copy(_at_most(body, length), writer)
+            if length is not None and writer.size != length:
+                raise RegistryError("SIZE_INVALID", f"received {writer.size} bytes, expected {length}")
+            if hasher.hexdigest() != digest.hex:
+                raise _digest_invalid(digest, hasher.hexdigest())
+            await writer.commit()
+        except BaseException:
+            await asyncio.shield(writer.cancel())
+            raise
+        await self.blobs.link_stored(name, digest, writer.size)
+        return writer.size
 
     async def cancel(self, name: str, upload_id: str) -> None:
         key = (name, upload_id)
@@ -210,6 +246,24 @@ class UploadStore:
         self._hashes.move_to_end(key)
         while len(self._hashes) > MAX_CACHED_HASHERS:
             self._hashes.popitem(last=False)
+
+
+def _digest_invalid(digest: Digest, computed: str) -> RegistryError:
+    return RegistryError(
+        "DIGEST_INVALID",
+        f"upload content has digest {digest.algorithm}:{computed}, not {digest}",
+        {"expected": str(digest), "computed": f"{digest.algorithm}:{computed}"},
+    )
+
+
+async def _at_most(body: Body, length: int | None) -> Body:
+    """The body, refused with SIZE_INVALID as soon as it brings more than length bytes."""
+    received = 0
+    async for pieces in body:
+        received += sum(len(piece) for piece in pieces)
+        if length is not None and received > length:
+            raise RegistryError("SIZE_INVALID", f"received more than the {length} bytes announced")
+        yield pieces
 
 
 def _session(name: str, upload_id: str) -> Scratch:

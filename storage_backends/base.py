@@ -123,6 +123,11 @@ class Writer(abc.ABC):
 
 class StorageBackend(abc.ABC):
     name: str = "abstract"
+    #: what a writer wrote and never committed is reclaimed even if the process dies meanwhile (S3: an
+    #: unfinished multipart upload, which purge_incomplete aborts; memory: gone with the process), so
+    #: content can be written straight to its final path and committed once verified. The filesystem's
+    #: temporary files would stay: there, unverified content is written where its sweepers look.
+    reclaims_unfinished_writes: bool = False
 
     @abc.abstractmethod
     def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
@@ -138,7 +143,10 @@ class StorageBackend(abc.ABC):
         that need not survive a power cut, which a backend may then write more cheaply."""
 
     @abc.abstractmethod
-    async def writer(self, path: str, append: bool = False) -> Writer: ...
+    async def writer(self, path: str, append: bool = False, size: int | None = None) -> Writer:
+        """A streaming write to path. size: how many bytes will be written, when known, so that a
+        backend may send them on as they come rather than buffer them (S3: one streamed part per 5 GiB);
+        the writer may then refuse more, and commit() fewer."""
 
     @abc.abstractmethod
     async def stat(self, path: str) -> FileInfo:

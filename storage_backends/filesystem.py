@@ -154,7 +154,7 @@ class FilesystemBackend(StorageBackend):
             for directory in [*grown, os.path.dirname(full)]:
                 _fsync_path(directory)
 
-    async def writer(self, path: str, append: bool = False) -> Writer:
+    async def writer(self, path: str, append: bool = False, size: int | None = None) -> Writer:
         full = self._full(path)
         with self._room_for(path):
             try:

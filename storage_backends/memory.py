@@ -10,6 +10,7 @@ from .base import FileInfo, PathNotFound, StorageBackend, Writer, check_path, in
 
 class MemoryBackend(StorageBackend):
     name = "memory"
+    reclaims_unfinished_writes = True
 
     def __init__(self) -> None:
         self._files: dict[str, tuple[bytes, float]] = {}
@@ -39,7 +40,7 @@ class MemoryBackend(StorageBackend):
     async def write_bytes(self, path: str, data: bytes, durable: bool = True) -> None:
         self._put(check_path(path), bytes(data))
 
-    async def writer(self, path: str, append: bool = False) -> Writer:
+    async def writer(self, path: str, append: bool = False, size: int | None = None) -> Writer:
         check_path(path)
         start = self._files[path][0] if append and path in self._files else b""
         return _MemoryWriter(self, path, start, append)

@@ -13,11 +13,18 @@ key composes the pieces with one multipart upload, copying server-side every
 range of at least the part size and re-assembling only the small pieces, so any
 client chunking works within S3's rules (parts of 5 MiB or more, at most 10,000).
 The destination appears whole when the multipart upload completes, or not at all.
+
+A whole object whose size is known up front (a blob pushed in one request) is
+not buffered in parts: it streams into a multipart upload at its final key, one
+part per 5 GiB, sent to S3 as the bytes arrive, and appears only when commit()
+completes it (cancel() aborts it). That costs three calls whatever the size,
+where parts of `chunksize` cost one each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +33,7 @@ from functools import partial
 from typing import Any, AsyncIterator, Callable, TypeVar
 
 import boto3
+import botocore.auth
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -40,6 +48,8 @@ SEGMENT_PREFIX = ".seg."
 #: server-side copies in flight in move_files
 MOVE_COPIES = 16
 REDIRECT_SECONDS = 20 * 60
+#: pieces of a streamed part waiting for the thread that sends them: the back-pressure on the request body
+STREAM_QUEUE = 4
 T = TypeVar("T")
 
 
@@ -76,16 +86,28 @@ class _Piece:
 
 class S3Backend(StorageBackend):
     name = "s3"
+    reclaims_unfinished_writes = True
 
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
         self.bucket = settings.bucket
         self._root = settings.rootdirectory
         self._pool = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="s3")
+        #: threads that send streamed parts, each for as long as its part's bytes take to arrive: kept apart
+        #: so that they never hold up the short calls (nor the hashing a stream waits for)
+        self._streams = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="s3-stream")
         endpoint = settings.regionendpoint
         if endpoint and "://" not in endpoint:
             endpoint = f"{'https' if settings.secure else 'http'}://{endpoint}"
-        self._client = boto3.session.Session().client(
+        self._client = self._new_client(endpoint)
+        #: for streamed parts only: without the default CRC32, which botocore computes by reading the body
+        #: before sending it, and signed without hashing the payload (see _StreamedPartAuth)
+        self._stream_client = self._new_client(endpoint, request_checksum_calculation="when_required")
+        self._stream_client.meta.events.register("choose-signer.s3.UploadPart", _sign_streamed_parts_unsigned)
+
+    def _new_client(self, endpoint: str | None, **config: Any) -> Any:
+        settings = self.settings
+        return boto3.session.Session().client(
             "s3",
             region_name=settings.region,
             endpoint_url=endpoint,
@@ -102,6 +124,7 @@ class S3Backend(StorageBackend):
                 connect_timeout=settings.timeout,
                 read_timeout=settings.timeout,
                 signature_version="s3v4",
+                **config,
             ),
         )
 
@@ -122,9 +145,13 @@ class S3Backend(StorageBackend):
         return f"{head}/{SEGMENT_PREFIX}{name}/" if head else f"{SEGMENT_PREFIX}{name}/"
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self._call_in(self._pool, partial(fn, *args, **kwargs))
+
+    async def _call_in(self, pool: ThreadPoolExecutor, call: "partial[T]") -> T:
         loop = asyncio.get_running_loop()
+        fn, kwargs = call.func, call.keywords
         try:
-            return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+            return await loop.run_in_executor(pool, call)
         except ClientError as exc:
             if _is_missing(exc):  # also an object another process deleted between two calls of ours
                 raise PathNotFound(str(kwargs.get("Key", ""))) from None
@@ -194,6 +221,16 @@ class S3Backend(StorageBackend):
     # -- the interface -------------------------------------------------------------------------
 
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """A plain object (every blob) is read with one GET, no HEAD first; an appended file piece by piece."""
+        if length != 0:
+            try:
+                response = await self._get(self._key(path), offset, length)
+            except PathNotFound:
+                pass  # segments, or nothing
+            else:
+                async for chunk in self._relay(self._key(path), response, offset, length):
+                    yield chunk
+                return
         pieces, _ = await self._pieces(path)
         if length == 0:
             return
@@ -208,15 +245,36 @@ class S3Backend(StorageBackend):
             if position >= end:
                 break
 
-    async def _read_range(self, key: str, start: int, count: int) -> AsyncIterator[bytes]:
-        """Bytes [start, start + count) of one object. botocore retries a GET that fails, not a body
-        cut off halfway: that is asked for again from the byte reached (max_attempts tries in all)."""
+    async def _get(self, key: str, offset: int, length: int | None) -> dict[str, Any]:
+        """GetObject from offset, length bytes (None: to the end); an offset past the end is an empty body."""
+        if offset == 0 and length is None:
+            return await self._call(self._client.get_object, Bucket=self.bucket, Key=key)
+        last = "" if length is None else offset + length - 1
+        try:
+            return await self._call(self._client.get_object, Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{last}")
+        except StorageError as exc:
+            if "InvalidRange" not in str(exc):
+                raise
+            return {"Body": io.BytesIO(b""), "ContentLength": 0}
+
+    async def _relay(self, key: str, response: dict[str, Any], offset: int, length: int | None) -> AsyncIterator[bytes]:
+        """The body of a GET the caller made, resumed as _read_range does if it is cut off."""
+        count = response["ContentLength"] if length is None else min(length, response["ContentLength"])
+        async for chunk in self._read_range(key, offset, count, response):
+            yield chunk
+
+    async def _read_range(self, key: str, start: int, count: int,
+                          response: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
+        """Bytes [start, start + count) of one object (response: the GET for them, when made already).
+        botocore retries a GET that fails, not a body cut off halfway: that is asked for again from the
+        byte reached (max_attempts tries in all)."""
         position, end, attempt = start, start + count, 1
         while position < end:
-            response = await self._call(
-                self._client.get_object, Bucket=self.bucket, Key=key, Range=f"bytes={position}-{end - 1}"
-            )
-            body = response["Body"]
+            if response is None:
+                response = await self._call(
+                    self._client.get_object, Bucket=self.bucket, Key=key, Range=f"bytes={position}-{end - 1}"
+                )
+            body, response = response["Body"], None
             try:
                 while position < end:
                     try:
@@ -245,26 +303,24 @@ class S3Backend(StorageBackend):
             return b"".join([chunk async for chunk in self.read(path)])
 
     async def write_bytes(self, path: str, data: bytes, durable: bool = True) -> None:
-        key = self._key(path)
-        await self._call(self._client.put_object, Bucket=self.bucket, Key=key, Body=data, **self._put_args())
-        await self._drop_segments(key)
+        """One PutObject. Segments an appended file at path may have are not looked for (a listing per
+        link written): the plain object is what path holds from now on (see _pieces), and they go when
+        path is appended to or deleted."""
+        await self._call(self._client.put_object, Bucket=self.bucket, Key=self._key(path), Body=data,
+                         **self._put_args())
 
-    async def _drop_segments(self, key: str) -> None:
-        """A plain object replaces an appended file: its old segments must go."""
-        page = await self._call(self._client.list_objects_v2, Bucket=self.bucket,
-                                Prefix=self._segments_prefix(key), MaxKeys=1)
-        if page.get("KeyCount", 0):
-            await self._delete_keys([s["Key"] for s in await self._segments(key)])
-
-    async def writer(self, path: str, append: bool = False) -> Writer:
+    async def writer(self, path: str, append: bool = False, size: int | None = None) -> Writer:
         key = self._key(path)
         if not append:
+            if size is not None and size > self.settings.chunksize:
+                return _StreamWriter(self, key, size)
             return _ObjectWriter(self, key)
         try:
             pieces, _ = await self._pieces(path)
         except PathNotFound:
             return _SegmentWriter(self, key, 0)
-        if pieces[0].key == key:  # a plain object becomes the first segment
+        if pieces[0].key == key:  # a plain object becomes the first segment, replacing any left behind
+            await self._delete_keys([s["Key"] for s in await self._segments(key)])
             first = f"{self._segments_prefix(key)}{0:020d}"
             await self._call(self._client.copy_object, Bucket=self.bucket, Key=first,
                              CopySource={"Bucket": self.bucket, "Key": key}, **self._put_args())
@@ -436,10 +492,12 @@ class S3Backend(StorageBackend):
         await self._delete_keys([p.key for p in pieces if p.key != dst_key])
 
     async def delete(self, path: str) -> None:
+        """A directory (what the registry deletes most: an upload, a link's, a tag's) costs one listing and
+        one DeleteObjects per 1,000 keys; a file a HeadObject and a listing of its segments more."""
         key = self._key(path)
-        head = await self._head(key)
-        tree, _ = await self._list_all(key + "/")
-        keys = ([key] if head else []) + [o["Key"] for o in tree + await self._segments(key)]
+        keys = [o["Key"] for o in (await self._list_all(key + "/"))[0]]
+        if not keys:  # a file: plain (perhaps with stale segments, see write_bytes), or segments only
+            keys = ([key] if await self._head(key) else []) + [o["Key"] for o in await self._segments(key)]
         if not keys:
             raise PathNotFound(path)
         await self._delete_keys(keys)
@@ -469,6 +527,7 @@ class S3Backend(StorageBackend):
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._streams.shutdown(wait=False, cancel_futures=True)
 
     # -- composing pieces into one object ------------------------------------------------------
 
@@ -665,3 +724,166 @@ class _SegmentWriter(_BufferedWriter):
         await self._backend._delete_keys(self._written)
         self._written.clear()
         self._flushed = self.size = self._start
+
+
+class _StreamedPartAuth(botocore.auth.S3SigV4Auth):
+    """SigV4 that leaves a streamed part's payload unsigned (UNSIGNED-PAYLOAD), as botocore does by itself
+    over https; over plain http it would read the body through once to hash it before sending it, which a
+    stream cannot do. The registry hashes every byte itself, and checks the digest before commit."""
+
+    def _should_sha256_sign_payload(self, request: Any) -> bool:
+        if isinstance(request.body, _PartStream):
+            return False
+        return super()._should_sha256_sign_payload(request)
+
+
+_STREAMED_PART_SIGNER = "s3v4-registry-streamed-part"
+botocore.auth.AUTH_TYPE_MAPS[_STREAMED_PART_SIGNER] = _StreamedPartAuth
+
+
+def _sign_streamed_parts_unsigned(signature_version: Any, **kwargs: Any) -> Any:
+    return _STREAMED_PART_SIGNER if signature_version == "s3v4" else None
+
+
+class _PartStream(io.RawIOBase):
+    """One part's body as botocore's sending thread reads it: pieces handed over by the event loop as the
+    client's request delivers them, then EOF. It can be rewound only before its first byte went out (a
+    retry of a call refused up front, as S3 does with 503 SlowDown after `Expect: 100-continue`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._loop = loop
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(STREAM_QUEUE)
+        self._started = False
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # noqa: ARG002 - whole pieces, whatever size asks
+        if self._ended:
+            return b""
+        self._started = True
+        piece = asyncio.run_coroutine_threadsafe(self.queue.get(), self._loop).result()
+        if piece is None:
+            self._ended = True
+            return b""
+        if isinstance(piece, BaseException):
+            self._ended = True
+            raise piece
+        return piece
+
+    def seekable(self) -> bool:
+        return not self._started
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if offset != 0 or whence != io.SEEK_SET or self._started:
+            raise io.UnsupportedOperation("a streamed part cannot be sent again")
+        return 0
+
+    def tell(self) -> int:
+        if self._started:
+            raise io.UnsupportedOperation("a streamed part has no position")
+        return 0
+
+
+class _StreamWriter(Writer):
+    """A whole object of announced size, streamed into a multipart upload at its key as it is written: one
+    part per MAX_PART (5 GiB) and no part buffered. commit() completes it, which is when it appears;
+    cancel() or a failure aborts it, so no multipart upload is left behind (and, should the process die,
+    purge_incomplete aborts it). A part that fails once its bytes have gone cannot be sent again: the
+    write fails, and the client sends the blob again."""
+
+    def __init__(self, backend: S3Backend, key: str, size: int) -> None:
+        self._backend = backend
+        self._key = key
+        self._total = size
+        parts = max(1, math.ceil(size / MAX_PART))
+        self._part_size = math.ceil(size / parts)
+        self.size = 0
+        self._upload_id: str | None = None
+        self._stream: _PartStream | None = None
+        self._part_end = 0
+        self._sending: list[asyncio.Future[dict[str, Any]]] = []
+
+    async def write(self, data: bytes) -> None:
+        if self.size + len(data) > self._total:
+            raise StorageError(f"more than the {self._total} bytes announced for {self._key}")
+        if self.on_write is not None:
+            await self._backend._call(self.on_write, data)
+        view = memoryview(data)
+        while view:
+            if self._stream is None:
+                await self._next_part()
+            assert self._stream is not None
+            piece = view[:self._part_end - self.size]
+            await self._hand_over(data if len(piece) == len(data) else bytes(piece))
+            self.size += len(piece)
+            view = view[len(piece):]
+            if self.size == self._part_end:
+                await self._hand_over(None)
+                self._stream = None
+
+    async def _next_part(self) -> None:
+        b = self._backend
+        if self._upload_id is None:
+            upload = await b._call(b._client.create_multipart_upload, Bucket=b.bucket, Key=self._key, **b._put_args())
+            self._upload_id = upload["UploadId"]
+        loop = asyncio.get_running_loop()
+        self._stream = stream = _PartStream(loop)
+        number = len(self._sending) + 1
+        length = min(self._part_size, self._total - self.size)
+        self._part_end = self.size + length
+        call = partial(b._stream_client.upload_part, Bucket=b.bucket, Key=self._key, UploadId=self._upload_id,
+                       PartNumber=number, Body=stream, ContentLength=length)
+        sending = asyncio.ensure_future(b._call_in(b._streams, call))
+        sending.add_done_callback(lambda _: _unblock(stream))
+        self._sending.append(sending)
+
+    async def _hand_over(self, piece: bytes | None) -> None:
+        """Queue a piece (None: the part's end) for the sending thread; fail if the part's call ended early."""
+        assert self._stream is not None
+        sending = self._sending[-1]
+        if sending.done():
+            sending.result()  # its error
+            raise StorageError(f"S3 ended the part upload of {self._key} before its last byte")
+        await self._stream.queue.put(piece)
+
+    async def commit(self) -> None:
+        b = self._backend
+        try:
+            if self.size != self._total:
+                raise StorageError(f"{self.size} bytes written to {self._key}, {self._total} announced")
+            parts = [{"PartNumber": number, "ETag": (await sending)["ETag"]}
+                     for number, sending in enumerate(self._sending, 1)]
+            try:
+                await b._call(b._client.complete_multipart_upload, Bucket=b.bucket, Key=self._key,
+                              UploadId=self._upload_id, MultipartUpload={"Parts": parts})
+            except StorageError:  # an answer lost, the retry refused (NoSuchUpload): what the bucket holds counts
+                head = await b._head(self._key)
+                if head is None or head["ContentLength"] != self._total:
+                    raise
+        except BaseException:
+            await asyncio.shield(self.cancel())
+            raise
+
+    async def cancel(self) -> None:
+        if self._stream is not None:
+            _unblock(self._stream, StorageError("write cancelled"))
+            self._stream = None
+        for sending in self._sending:
+            try:
+                await sending
+            except Exception:  # noqa: BLE001 - the part is abandoned: how its call ended does not matter
+                pass
+        if self._upload_id is not None:
+            await self._backend._abort(self._key, self._upload_id)
+            self._upload_id = None
+        self.size = 0
+
+
+def _unblock(stream: _PartStream, error: BaseException | None = None) -> None:
+    """Empty the stream's queue, so that nobody waits on it, and leave it ending (with error: failing)."""
+    while not stream.queue.empty():
+        stream.queue.get_nowait()
+    stream.queue.put_nowait(error)

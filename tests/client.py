@@ -43,11 +43,18 @@ class RegistryClient:
         kwargs.setdefault("timeout", 120)
         return self.session.request(method, target, **kwargs)
 
-    def push_blob(self, repo: str, data: bytes) -> str:
-        """POST then PUT with the body: the upload every registry (Distribution 2.8 too) supports."""
+    def push_blob(self, repo: str, data: bytes, chunk: int | None = None) -> str:
+        """POST then PUT with the body: the upload every registry (Distribution 2.8 too) supports.
+        chunk: POST, PATCHes of that many bytes with Content-Range, then a PUT without body."""
         digest = digest_of(data)
         location = self.start_upload(repo)
-        r = self.request("PUT", location, params={"digest": digest}, data=data)
+        for start in range(0, len(data), chunk) if chunk else ():
+            piece = data[start:start + chunk]
+            r = self.request("PATCH", location, data=piece, headers={
+                "Content-Type": "application/octet-stream", "Content-Range": f"{start}-{start + len(piece) - 1}"})
+            assert r.status_code == 202, r.text
+            location = r.headers["Location"]
+        r = self.request("PUT", location, params={"digest": digest}, data=None if chunk else data)
         assert r.status_code == 201, r.text
         return digest
 
@@ -63,14 +70,15 @@ class RegistryClient:
                             headers={"Content-Type": media_type})
 
     def push_image(self, repo: str, tag: str, layers: list[bytes] | None = None,
-                   media_type: str = OCI_MANIFEST, **fields: Any) -> tuple[str, bytes]:
-        """Push config, layers and a manifest; returns the manifest's digest and bytes."""
+                   media_type: str = OCI_MANIFEST, *, chunk: int | None = None, **fields: Any) -> tuple[str, bytes]:
+        """Push config, layers (in PATCHes of chunk bytes, if given) and a manifest; returns the
+        manifest's digest and bytes."""
         config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": uuid.uuid4().hex}).encode()
         layers = layers if layers is not None else [uuid.uuid4().bytes * 100]
         docker = media_type == DOCKER_MANIFEST
         self.push_blob(repo, config)
         for layer in layers:
-            self.push_blob(repo, layer)
+            self.push_blob(repo, layer, chunk)
         manifest = {
             "schemaVersion": 2,
             "mediaType": media_type,

@@ -36,6 +36,7 @@ FAULT_KINDS: tuple[FaultKind, ...] = ("internal-error", "slow-down", "reset", "s
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
                "expect"}
 _COPY_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
+_FIRST_KEY = re.compile(rb"<Key>([^<]*)</Key>")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Call:
     """One request the proxy received, and what it did with it."""
 
     operation: str
+    #: the object's key; for a listing, its prefix; for DeleteObjects, the first key deleted
     key: str
     fault: FaultKind | None
     #: bytes a part, object or copied range carries (request body, or x-amz-copy-source-range)
@@ -219,7 +221,10 @@ class S3FaultProxy:
                 split = urlsplit(self.path)
                 query = parse_qs(split.query, keep_blank_values=True)
                 operation = operation_of(self.command, split.path, query, self.headers)
-                key = unquote(split.path.lstrip("/").partition("/")[2])
+                key = unquote(split.path.lstrip("/").partition("/")[2]) or query.get("prefix", [""])[0]
+                if operation == "DeleteObjects":
+                    first = _FIRST_KEY.search(body)
+                    key = first.group(1).decode() if first else ""
                 size = len(body)
                 copy_range = _COPY_RANGE.fullmatch(self.headers.get("x-amz-copy-source-range", ""))
                 if copy_range:

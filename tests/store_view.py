@@ -40,6 +40,10 @@ class StoreView:
         also when it is empty (what a delete must not leave behind)."""
         return bool(self.keys(path))
 
+    def multipart_uploads(self) -> list[str]:
+        """Paths with a multipart upload begun and neither completed nor aborted (S3 only)."""
+        return []
+
 
 class FilesystemView(StoreView):
     def __init__(self, root: Path) -> None:
@@ -124,6 +128,10 @@ class S3View(StoreView):
             raise FileNotFoundError(path)
         return sum(o["Size"] for o in segments)
 
+    def multipart_uploads(self) -> list[str]:
+        uploads = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.root).get("Uploads", [])
+        return sorted(u["Key"][len(self.root):] for u in uploads)
+
     def keys(self, prefix: str = "") -> list[str]:
         start = self.root + (prefix.rstrip("/") + "/" if prefix else "")
         paths = set()
@@ -158,6 +166,12 @@ def layer_link_path(repo: str, digest: str) -> str:
 
 def uploads_path(repo: str) -> str:
     return f"{V2}/repositories/{repo}/_uploads"
+
+
+def writes_in_progress(store: StoreView) -> list[str]:
+    """Where single-request uploads are writing: their data under incoming/ (filesystem), or on S3 the
+    multipart upload at the blob's own key that only its completion, once verified, makes visible."""
+    return incoming_data(store) + store.multipart_uploads()
 
 
 def incoming_data(store: StoreView) -> list[str]:

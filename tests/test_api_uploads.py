@@ -19,7 +19,7 @@ import requests
 
 from .client import RegistryClient, assert_error, digest_of, fetch_blob, unique_repo
 from .servers import RegistryServer
-from .store_view import BLOBS, StoreView, blob_path, incoming_data, layer_link_path, uploads_path
+from .store_view import BLOBS, StoreView, blob_path, layer_link_path, uploads_path, writes_in_progress
 
 UUID_SHAPE = "01234567-89ab-cdef-0123-456789abcdef"
 
@@ -143,13 +143,13 @@ def test_monolithic_post_cut_short_leaves_no_upload(client: RegistryClient, regi
     with socket.create_connection(("127.0.0.1", registry.port), timeout=10) as s:
         s.sendall(head + data[:sent])
         deadline = time.monotonic() + 10
-        while not incoming_data(registry.store):  # the server has started storing the upload
+        while not writes_in_progress(registry.store):  # the server has started storing the upload
             assert time.monotonic() < deadline, "the server never started the upload"
             time.sleep(0.02)
     deadline = time.monotonic() + 10
-    while incoming_data(registry.store) and time.monotonic() < deadline:
+    while writes_in_progress(registry.store) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert incoming_data(registry.store) == []
+    assert writes_in_progress(registry.store) == []
     assert leftover_uploads(registry.store, repo) == []
     assert_error(client.request("GET", f"/v2/{repo}/blobs/{digest_of(data)}"), 404, "BLOB_UNKNOWN")
 

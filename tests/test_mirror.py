@@ -377,6 +377,8 @@ def test_blob_that_does_not_match_its_digest_is_not_stored(make_registry: MakeRe
     digest = RegistryClient(upstream.url).push_blob(repo, data)
     stored = blob_file(upstream.root, digest)
     stored.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]) if damage == "corrupt" else data[:MiB])
+    upstream.stop()  # damaged at rest: a fresh process serves the damaged file as it is (the pushing one
+    upstream.start()  # remembers the size it was pushed with)
     path = f"/v2/{PREFIX}/{repo}/blobs/{digest}"
 
     for _ in range(2):  # a failed fill is not remembered as done: the next client tries again, and fails again

@@ -59,7 +59,7 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         if not await registry.blobs.is_linked(name, parsed):
             return await mirrored_blob(request, mirror, name, parsed)
         mirror.count_hit(name, "blob")
-    info = await registry.blobs.stat(name, parsed)
+    info = await registry.blobs.stat(name, parsed, recent_link=request.method == "GET")
     etag = f'"{parsed}"'
     headers = {
         "Docker-Content-Digest": str(parsed),

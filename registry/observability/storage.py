@@ -23,6 +23,7 @@ class MeteredBackend(StorageBackend):
     def __init__(self, inner: StorageBackend) -> None:
         self.inner = inner
         self.name = inner.name
+        self.reclaims_unfinished_writes = inner.reclaims_unfinished_writes
         driver = DRIVER_NAMES.get(inner.name, inner.name)
         timer = STORAGE_ACTION.child
         self._get_content, self._put_content = timer((driver, "GetContent")), timer((driver, "PutContent"))
@@ -59,10 +60,10 @@ class MeteredBackend(StorageBackend):
         finally:
             self._put_content.since(start)
 
-    async def writer(self, path: str, append: bool = False) -> Writer:
+    async def writer(self, path: str, append: bool = False, size: int | None = None) -> Writer:
         start = perf_counter()
         try:
-            writer = await self.inner.writer(path, append)
+            writer = await self.inner.writer(path, append, size)
         finally:
             self._writer.since(start)
         commit = writer.commit
