@@ -26,7 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
-from storage_backends import PathNotFound, Piece, StorageBackend, Writer
+from storage_backends import Piece, StorageBackend, Writer
 
 from . import layout
 from .blobs import BlobStore
