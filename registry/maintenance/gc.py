@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -46,7 +45,8 @@ from ..blobs import SET_ASIDE_GRACE
 from ..domain import Registry
 from ..errors import RegistryError
 from ..links import read_link
-from ..observability.metrics import GC_FREED_BYTES, GC_FREED_OBJECTS, GC_LAST_SUCCESS, GC_RUNS, record_run
+from ..observability.metrics import GC_FREED_BYTES, GC_FREED_OBJECTS, GC_LAST_SUCCESS, GC_RUNS
+from ..periodic import run_every
 from ..references import Digest
 from .inventory import (READS, Key, RepositoryLinks, data_info, digest_of, for_each, gather_bounded, key_of,
                         key_of_text, repositories, stored_blobs)
@@ -54,7 +54,6 @@ from .inventory import (READS, Key, RepositoryLinks, data_info, digest_of, for_e
 log = logging.getLogger("registry.gc")
 
 DEFAULT_GRACE = 3600.0
-MAX_START_DELAY = 3600.0
 #: manifests whose references are remembered (an LRU): a manifest in several repositories is read once
 REMEMBERED_MANIFESTS = 4096
 #: blobs set aside in one go
@@ -299,23 +298,16 @@ class GarbageCollector:
 
 async def collect_forever(collector: GarbageCollector, interval: float,
                           before: Callable[[], Awaitable[None]] | None = None) -> None:
-    """The background task: a run, then `interval` of sleep, until cancelled. The first run waits a
-    random part of the interval (at most an hour), so that replicas started together spread out.
-    `before` runs ahead of each collection (the retention policy, whose untagging it then reaps)."""
-    await asyncio.sleep(random.uniform(0, min(interval, MAX_START_DELAY)))
-    while True:
-        try:
-            if before is not None:
-                await before()
-            report = await collector.run()
-            if report.freed or report.untagged:
-                log.warning("garbage collection: %s", report.summary())
-            GC_FREED_OBJECTS.inc(len(report.freed))
-            GC_FREED_BYTES.inc(report.freed_bytes)
-            record_run(GC_RUNS, GC_LAST_SUCCESS, ok=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            record_run(GC_RUNS, GC_LAST_SUCCESS, ok=False)
-            log.exception("garbage collection failed; trying again in %.0fs", interval)
-        await asyncio.sleep(interval)
+    """The background task (see run_every). `before` runs ahead of each collection (the retention
+    policy, whose untagging it then reaps)."""
+
+    async def collect() -> None:
+        if before is not None:
+            await before()
+        report = await collector.run()
+        if report.freed or report.untagged:
+            log.warning("garbage collection: %s", report.summary())
+        GC_FREED_OBJECTS.inc(len(report.freed))
+        GC_FREED_BYTES.inc(report.freed_bytes)
+
+    await run_every(interval, collect, "garbage collection", log, (GC_RUNS, GC_LAST_SUCCESS))

@@ -7,10 +7,8 @@ interval, dryrun). Any replica may run it: an upload counts as abandoned by its
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
-import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,10 +17,10 @@ from storage_backends import PathNotFound, StorageBackend
 
 from .. import layout
 from ..links import delete_quietly
-from ..observability.metrics import PURGE_LAST_SUCCESS, PURGE_RUNS, PURGED_UPLOADS, record_run
+from ..observability.metrics import PURGE_LAST_SUCCESS, PURGE_RUNS, PURGED_UPLOADS
+from ..periodic import run_every
 
 log = logging.getLogger("registry.purging")
-MAX_START_DELAY = 3600.0
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -77,25 +75,15 @@ async def _older_than(backend: StorageBackend, name: str, upload_id: str, cutoff
 
 
 async def purge_forever(backend: StorageBackend, age: float, interval: float, dry_run: bool) -> None:
-    """The background task: purge, then sleep `interval`, until cancelled.
+    """The background task (see run_every)."""
 
-    The first run waits a random part of the interval (at most an hour, as Distribution does),
-    so that replicas started together do not all list the store at once.
-    """
-    await asyncio.sleep(random.uniform(0, min(interval, MAX_START_DELAY)))
-    while True:
-        try:
-            report = await purge_uploads(backend, age, dry_run)
-            if report.uploads or report.incomplete_multipart:
-                verb = "would purge" if dry_run else "purged"
-                log.warning("%s %d abandoned upload(s) and %d incomplete multipart upload(s)", verb,
-                            len(report.uploads), report.incomplete_multipart)
-            if not dry_run:
-                PURGED_UPLOADS.inc(len(report.uploads) + report.incomplete_multipart)
-            record_run(PURGE_RUNS, PURGE_LAST_SUCCESS, ok=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            record_run(PURGE_RUNS, PURGE_LAST_SUCCESS, ok=False)
-            log.exception("upload purging failed; trying again in %.0fs", interval)
-        await asyncio.sleep(interval)
+    async def purge() -> None:
+        report = await purge_uploads(backend, age, dry_run)
+        if report.uploads or report.incomplete_multipart:
+            verb = "would purge" if dry_run else "purged"
+            log.warning("%s %d abandoned upload(s) and %d incomplete multipart upload(s)", verb,
+                        len(report.uploads), report.incomplete_multipart)
+        if not dry_run:
+            PURGED_UPLOADS.inc(len(report.uploads) + report.incomplete_multipart)
+
+    await run_every(interval, purge, "upload purging", log, (PURGE_RUNS, PURGE_LAST_SUCCESS))

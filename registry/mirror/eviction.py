@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,12 +33,11 @@ from ..observability.metrics import (
     MIRROR_EVICTED_BYTES,
     MIRROR_EVICTION_RUNS,
 )
+from ..periodic import run_every
 from ..references import Digest
 from .service import Mirror
 
 log = logging.getLogger("registry.mirror.eviction")
-
-MAX_START_DELAY = 3600.0
 
 
 @dataclass
@@ -216,15 +214,9 @@ def _record(report: EvictionReport) -> None:
 
 
 async def evict_forever(evictor: CacheEvictor) -> None:
-    """The background task: a run, then `interval` of sleep, until cancelled. The first run waits a
-    random part of the interval (at most an hour), so that replicas started together spread out."""
-    interval = evictor.settings.interval
-    await asyncio.sleep(random.uniform(0, min(interval, MAX_START_DELAY)))
-    while True:
-        try:
-            _record(await evictor.run())
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("mirror cache eviction failed; trying again in %.0fs", interval)
-        await asyncio.sleep(interval)
+    """The background task (see run_every)."""
+
+    async def evict() -> None:
+        _record(await evictor.run())
+
+    await run_every(evictor.settings.interval, evict, "mirror cache eviction", log)
