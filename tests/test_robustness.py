@@ -234,8 +234,8 @@ def test_oversized_manifest_is_answered_without_reading_it(make_registry: MakeRe
 
 
 def test_manifest_naming_thousands_of_missing_blobs(make_registry: MakeRegistry) -> None:
-    """Four 3.7 MB manifests naming 26,000 unknown layers each, at once: each is refused listing the
-    first 100, and the registry keeps answering meanwhile."""
+    """Four 3.7 MB manifests naming 26,000 unknown layers each, at once (again, until the probe has
+    run enough times): each is refused listing the first 100, and the registry keeps answering meanwhile."""
     server = make_registry()
     client = RegistryClient(server.url)
     repo = unique_repo("refs")
@@ -252,13 +252,14 @@ def test_manifest_naming_thousands_of_missing_blobs(make_registry: MakeRegistry)
             answers.append(exc)
 
     with watched(server) as probe:
-        pushers = [threading.Thread(target=push) for _ in range(4)]
-        for pusher in pushers:
-            pusher.start()
-        for pusher in pushers:
-            pusher.join()
+        while not probe.has_enough():  # on a quick machine one round is over before the probe has its say
+            pushers = [threading.Thread(target=push) for _ in range(4)]
+            for pusher in pushers:
+                pusher.start()
+            for pusher in pushers:
+                pusher.join()
     probe.assert_held_up()
-    assert len(answers) == 4
+    assert answers and len(answers) % 4 == 0
     for answer in answers:
         assert isinstance(answer, requests.Response), answer
         assert_error(answer, 400, "MANIFEST_BLOB_UNKNOWN")
