@@ -16,12 +16,21 @@ stale, and every process looks again every SWEEP_SECONDS. So a restarted registr
 its killed predecessor left within half a minute. A directory whose process is idle may be swept
 too: it holds nothing, and the process beats again before its next upload writes a byte.
 Distribution ignores the directory, as it ignores `evicting/`.
+
+Some backends keep writes unfinished outside any file: on S3 a blob pushed in one request streams
+into a multipart upload at the blob's own key, and a chunked upload is composed into one. A killed
+process leaves those behind, invisible but stored (and billed). So the heartbeat names them (the
+backend's unfinished_writes()), and is rewritten within TICK_SECONDS of one starting; the sweep
+aborts those a stopped process named before deleting its directory. Only writes a registry process
+named are ever aborted, never another program's on the same bucket. What a process began in its
+last second, unnamed, waits for upload purging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -37,6 +46,7 @@ log = logging.getLogger("registry.incoming")
 HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 4 * HEARTBEAT_SECONDS
 SWEEP_SECONDS = 3600.0
+TICK_SECONDS = 1.0
 
 
 class Scratch(NamedTuple):
@@ -54,6 +64,7 @@ class Incoming:
         self.process = uuid.uuid4().hex
         self._in_flight = 0
         self._beaten_at = -math.inf  # time.monotonic() of the last heartbeat
+        self._named: set[str] = set()  # the backend's unfinished writes the last heartbeat named
 
     @contextlib.asynccontextmanager
     async def scratch(self, name: str) -> AsyncIterator[Scratch]:
@@ -69,11 +80,21 @@ class Incoming:
             self._in_flight -= 1
 
     async def beat(self) -> float:
-        """Say this process is alive; the heartbeat's time as the store records it."""
+        """Say this process is alive, and which unfinished writes are its own; the heartbeat's time as
+        the store records it."""
         path = layout.incoming_heartbeat(self.process)
-        await self.backend.write_bytes(path, b"", durable=False)
+        writes = self.backend.unfinished_writes()
+        await self.backend.write_bytes(path, json.dumps(writes).encode(), durable=False)
         self._beaten_at = time.monotonic()
+        self._named = set(writes)
         return (await self.backend.stat(path)).mtime
+
+    def _beat_due(self) -> bool:
+        """While anything is in flight, every HEARTBEAT_SECONDS; at once for an unfinished write not named yet."""
+        writes = self.backend.unfinished_writes()
+        if not self._named.issuperset(writes):
+            return True
+        return bool(self._in_flight or writes) and time.monotonic() - self._beaten_at >= HEARTBEAT_SECONDS
 
     async def sweep(self, now: float) -> tuple[list[str], float | None]:
         """Delete what processes whose heartbeat stopped left behind. The processes swept, and the
@@ -91,12 +112,24 @@ class Incoming:
             except PathNotFound:  # half deleted (the heartbeat is written first): the data decides
                 beaten = await self._newest(layout.incoming_process(process))
             if beaten is None or now - beaten > STALE_AFTER_SECONDS:
+                await self._abort_named(process)
                 await delete_quietly(self.backend, layout.incoming_process(process))
                 swept.append(process)
             else:
                 stale = beaten + STALE_AFTER_SECONDS
                 next_stale = stale if next_stale is None else min(next_stale, stale)
         return swept, next_stale
+
+    async def _abort_named(self, process: str) -> None:
+        """Abort the unfinished writes a stopped process's last heartbeat named."""
+        try:
+            named = json.loads(await self.backend.read_bytes(layout.incoming_heartbeat(process)) or b"[]")
+        except (PathNotFound, ValueError):
+            return
+        writes = [write for write in named if isinstance(write, str)] if isinstance(named, list) else []
+        if writes:
+            await self.backend.abort_writes(writes)
+            log.warning("aborted %d unfinished storage write(s) of stopped registry process %s", len(writes), process)
 
     async def _newest(self, directory: str) -> float | None:
         try:
@@ -113,7 +146,7 @@ class Incoming:
 
     async def run_forever(self, read_only: Callable[[], bool]) -> None:
         """The background task: sweep now, again when a live-looking process would be stale, and every
-        SWEEP_SECONDS; beat every HEARTBEAT_SECONDS while uploads are in flight; until cancelled.
+        SWEEP_SECONDS; beat when due (_beat_due); until cancelled.
         Nothing while the registry is read-only (it takes no uploads, and its store may be read-only)."""
         loop = asyncio.get_running_loop()
         sweep_at = loop.time()
@@ -128,12 +161,12 @@ class Incoming:
                                         "process(es)", len(swept))
                         wait = SWEEP_SECONDS if next_stale is None else next_stale - now + HEARTBEAT_SECONDS
                         sweep_at = loop.time() + min(wait, SWEEP_SECONDS)
-                    elif self._in_flight and time.monotonic() - self._beaten_at >= HEARTBEAT_SECONDS:
+                    elif self._beat_due():
                         await self.beat()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # storage trouble: the next turn tries again
                     log.error("incoming uploads: heartbeat or sweep failed: %s", exc)
-                await asyncio.sleep(HEARTBEAT_SECONDS / 2)
+                await asyncio.sleep(TICK_SECONDS)
         finally:  # requests are over by now (the server drains them first): nothing of ours is in flight
             await asyncio.shield(delete_quietly(self.backend, layout.incoming_process(self.process)))

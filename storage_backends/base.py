@@ -283,6 +283,16 @@ class StorageBackend(abc.ABC):
         `older_than` seconds; how many there were. Backends without such state have none."""
         return 0
 
+    def unfinished_writes(self) -> list[str]:
+        """This process's writes the backend keeps unfinished outside any file (S3 multipart uploads),
+        as tokens for abort_writes(). A process that dies leaves them behind, invisible yet stored;
+        whoever it told of them can abort them. Backends without such state have none."""
+        return []
+
+    async def abort_writes(self, tokens: list[str]) -> None:
+        """Abort the unfinished writes unfinished_writes() named, in this process or in one since gone;
+        any finished or aborted by now is left as it is."""
+
     async def redirect_url(self, path: str, method: str = "GET") -> str | None:
         """A URL a client may fetch the content from directly, if the backend has one."""
         return None

@@ -104,6 +104,8 @@ class S3Backend(StorageBackend):
         #: before sending it, and signed without hashing the payload (see _StreamedPartAuth)
         self._stream_client = self._new_client(endpoint, request_checksum_calculation="when_required")
         self._stream_client.meta.events.register("choose-signer.s3.UploadPart", _sign_streamed_parts_unsigned)
+        #: this process's multipart uploads begun and not yet completed or aborted: upload id -> key
+        self._multipart: dict[str, str] = {}
 
     def _new_client(self, endpoint: str | None, **config: Any) -> Any:
         settings = self.settings
@@ -518,6 +520,16 @@ class S3Backend(StorageBackend):
                 await self._abort(upload["Key"], upload["UploadId"])
         return len(stale)
 
+    def unfinished_writes(self) -> list[str]:
+        return [f"{upload_id} {key}" for upload_id, key in self._multipart.items()]
+
+    async def abort_writes(self, tokens: list[str]) -> None:
+        root = self._dir_prefix("")
+        for token in tokens:
+            upload_id, _, key = token.partition(" ")
+            if upload_id and key.startswith(root):  # never a key outside the registry's root
+                await self._abort(key, upload_id)
+
     async def redirect_url(self, path: str, method: str = "GET") -> str | None:
         if not self.settings.redirect:
             return None
@@ -542,31 +554,39 @@ class S3Backend(StorageBackend):
             await self._call(self._client.copy_object, Bucket=self.bucket, Key=dst_key, CopySource=source,
                              **self._put_args())
             return
-        upload = await self._call(self._client.create_multipart_upload, Bucket=self.bucket, Key=dst_key,
-                                  **self._put_args())
-        upload_id = upload["UploadId"]
+        upload_id = await self._begin_multipart(dst_key)
         # every part but the last is at least this big, so no blob needs more than MAX_PARTS
         part_size = max(MIN_PART, math.ceil(total / (MAX_PARTS - 1)))
         try:
             parts = await self._upload_parts(pieces, dst_key, upload_id, part_size)
-            try:
-                await self._call(self._client.complete_multipart_upload, Bucket=self.bucket, Key=dst_key,
-                                 UploadId=upload_id, MultipartUpload={"Parts": parts})
-            except StorageError:
-                # A completion whose answer was lost is retried and then fails (NoSuchUpload)
-                # although the object is there: what counts is what the bucket holds.
-                head = await self._head(dst_key)
-                if head is None or head["ContentLength"] != total:
-                    raise
+            await self._complete_multipart(dst_key, upload_id, parts, total)
         except BaseException:
             await asyncio.shield(self._abort(dst_key, upload_id))
             raise
+
+    async def _begin_multipart(self, key: str) -> str:
+        upload = await self._call(self._client.create_multipart_upload, Bucket=self.bucket, Key=key, **self._put_args())
+        self._multipart[upload["UploadId"]] = key
+        return upload["UploadId"]
+
+    async def _complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]], size: int) -> None:
+        try:
+            await self._call(self._client.complete_multipart_upload, Bucket=self.bucket, Key=key,
+                             UploadId=upload_id, MultipartUpload={"Parts": parts})
+        except StorageError:
+            # A completion whose answer was lost is retried and then fails (NoSuchUpload)
+            # although the object is there: what counts is what the bucket holds.
+            head = await self._head(key)
+            if head is None or head["ContentLength"] != size:
+                raise
+        self._multipart.pop(upload_id, None)
 
     async def _abort(self, key: str, upload_id: str) -> None:
         try:
             await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
         except StorageError:
             pass  # upload purging aborts what is left behind
+        self._multipart.pop(upload_id, None)
 
     async def _upload_parts(self, pieces: list[_Piece], key: str, upload_id: str,
                             part_size: int) -> list[dict[str, Any]]:
@@ -672,8 +692,7 @@ class _ObjectWriter(_BufferedWriter):
     async def _flush(self) -> None:
         b = self._backend
         if self._upload_id is None:
-            upload = await b._call(b._client.create_multipart_upload, Bucket=b.bucket, Key=self._key, **b._put_args())
-            self._upload_id = upload["UploadId"]
+            self._upload_id = await b._begin_multipart(self._key)
         number = len(self._parts) + 1
         result = await b._call(b._client.upload_part, Bucket=b.bucket, Key=self._key, UploadId=self._upload_id,
                                PartNumber=number, Body=bytes(self._buffer))
@@ -688,8 +707,7 @@ class _ObjectWriter(_BufferedWriter):
             return
         if self._buffer:
             await self._flush()
-        await b._call(b._client.complete_multipart_upload, Bucket=b.bucket, Key=self._key, UploadId=self._upload_id,
-                      MultipartUpload={"Parts": self._parts})
+        await b._complete_multipart(self._key, self._upload_id, self._parts, self.size)
 
     async def cancel(self) -> None:
         self._buffer.clear()
@@ -827,8 +845,7 @@ class _StreamWriter(Writer):
     async def _next_part(self) -> None:
         b = self._backend
         if self._upload_id is None:
-            upload = await b._call(b._client.create_multipart_upload, Bucket=b.bucket, Key=self._key, **b._put_args())
-            self._upload_id = upload["UploadId"]
+            self._upload_id = await b._begin_multipart(self._key)
         loop = asyncio.get_running_loop()
         self._stream = stream = _PartStream(loop)
         number = len(self._sending) + 1
@@ -856,13 +873,8 @@ class _StreamWriter(Writer):
                 raise StorageError(f"{self.size} bytes written to {self._key}, {self._total} announced")
             parts = [{"PartNumber": number, "ETag": (await sending)["ETag"]}
                      for number, sending in enumerate(self._sending, 1)]
-            try:
-                await b._call(b._client.complete_multipart_upload, Bucket=b.bucket, Key=self._key,
-                              UploadId=self._upload_id, MultipartUpload={"Parts": parts})
-            except StorageError:  # an answer lost, the retry refused (NoSuchUpload): what the bucket holds counts
-                head = await b._head(self._key)
-                if head is None or head["ContentLength"] != self._total:
-                    raise
+            assert self._upload_id is not None
+            await b._complete_multipart(self._key, self._upload_id, parts, self._total)
         except BaseException:
             await asyncio.shield(self.cancel())
             raise

@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterator, NamedTuple
 import pytest
 import requests
 
+from registry.incoming import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS
+
 from .client import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, RegistryClient, descriptor, digest_of, unique_repo
 from .engines import wait_until
 from .s3 import new_bucket, s3_client, s3_config
@@ -407,6 +409,66 @@ def test_a_put_cut_short_leaves_no_multipart_upload_and_the_upload_as_it_was(
     r = client.request("PUT", location, params={"digest": digest}, data=data)
     assert r.status_code == 201, r.text
     assert verify_blob_objects(s3, cluster.bucket, ROOT)[digest] == data
+
+
+def open_streamed_put(server: RegistryServer, location: str, digest: str, data: bytes) -> socket.socket:
+    """A PUT with the whole blob whose body stops after its first part: the blob is streaming into S3."""
+    host, port = server.url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=120)
+    s.sendall(f"PUT {location}?digest={digest} HTTP/1.1\r\nHost: {host}\r\n"
+              f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:PART])
+    return s
+
+
+def heartbeat_named_uploads(s3: Any, bucket: str) -> set[str]:
+    """The multipart upload ids the replicas' heartbeats name (registry/incoming.py)."""
+    named = set()
+    for key in bucket_keys(s3, bucket, f"{ROOT}/docker/registry/v2/incoming"):
+        if key.endswith("/heartbeat"):
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            named |= {token.split(" ")[0] for token in json.loads(body or b"[]")}
+    return named
+
+
+def test_a_killed_replica_s_streamed_push_is_aborted_and_a_live_one_s_is_not(
+        moto: MotoServer, make_registry: Callable[..., RegistryServer]) -> None:
+    """A replica killed mid-push leaves a multipart upload at the blob's key, invisible but stored. Its
+    heartbeat named the upload, so another replica aborts it once that heartbeat is stale; a push streaming
+    through a replica alive all along is named by a fresh heartbeat, left alone, and completes."""
+    bucket = new_bucket(moto)
+    config = {"storage": {"s3": s3_config(moto, bucket, rootdirectory=ROOT, chunksize=PART)},
+              "http": {"timeouts": {"body": "5m"}}}  # the live push waits out the sweep
+    killed, live, sweeper = (make_registry(config=config) for _ in range(3))
+    s3 = s3_client(moto)
+    repo = unique_repo("orphan")
+
+    def uploads() -> dict[str, str]:
+        return {u["UploadId"]: u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+
+    def streaming(server: RegistryServer, data: bytes) -> tuple[socket.socket, str]:
+        """The connection of a push streaming through server, once it is streaming and named; its upload id."""
+        before = set(uploads())
+        s = open_streamed_put(server, RegistryClient(server.url).start_upload(repo), digest_of(data), data)
+        upload = wait_until(lambda: set(uploads()) - before, "the blob streaming").pop()
+        wait_until(lambda: upload in heartbeat_named_uploads(s3, bucket), "the upload named by a heartbeat")
+        return s, upload
+
+    doomed, kept = os.urandom(2 * PART), os.urandom(2 * PART)
+    doomed_push, orphan = streaming(killed, doomed)
+    killed.kill()
+    doomed_push.close()
+    kept_push, alive = streaming(live, kept)
+    wait_until(lambda: orphan not in uploads(), "the killed replica's upload aborted",
+               timeout=STALE_AFTER_SECONDS + 6 * HEARTBEAT_SECONDS)
+    assert uploads() == {alive: blob_key(digest_of(kept))}
+    kept_push.sendall(kept[PART:])
+    assert kept_push.makefile("rb").readline().startswith(b"HTTP/1.1 201")
+    kept_push.close()
+    assert uploads() == {}
+    assert bucket_keys(s3, bucket, blob_key(digest_of(doomed))) == []
+    assert verify_blob_objects(s3, bucket, ROOT) == {digest_of(kept): kept}
+    assert any("aborted 1 unfinished storage write(s) of stopped registry process" in server.log_path.read_text()
+               for server in (live, sweeper))
 
 
 def test_manifest_tag_and_pull_cost_no_more_calls_than_distribution(

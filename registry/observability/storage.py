@@ -181,6 +181,12 @@ class MeteredBackend(StorageBackend):
     async def purge_incomplete(self, older_than: float, dry_run: bool = False) -> int:
         return await self.inner.purge_incomplete(older_than, dry_run)
 
+    def unfinished_writes(self) -> list[str]:
+        return self.inner.unfinished_writes()
+
+    async def abort_writes(self, tokens: list[str]) -> None:
+        await self.inner.abort_writes(tokens)
+
     def local_file(self, path: str) -> str | None:
         return self.inner.local_file(path)
 

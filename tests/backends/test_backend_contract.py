@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 
 import pytest
 
-from storage_backends import FileInfo, InvalidPath, PathNotFound, StorageBackend
+from storage_backends import FileInfo, InvalidPath, PathNotFound, StorageBackend, StorageError
 
 MiB = 1 << 20
 
@@ -222,6 +222,32 @@ async def test_writer_with_no_writes_commits_empty_file(backend: StorageBackend)
     assert writer.size == 0
     assert await backend.read_bytes("wr/empty") == b""
     assert not (await backend.stat("wr/empty")).is_dir
+
+
+@pytest.mark.parametrize("sized", [False, True], ids=["unsized", "sized"])
+async def test_unfinished_writes_are_named_until_they_end_and_aborting_them_leaves_nothing(
+        backend: StorageBackend, sized: bool) -> None:
+    """What unfinished_writes() names, a registry's heartbeat records, so that a successor can abort_writes()
+    what a killed process left outside any file (S3 multipart uploads, registry/incoming.py). Nothing is
+    named once a writer committed or cancelled; an aborted write can no longer commit, and leaves nothing."""
+    data = payload(12 << 20, seed=5)  # beyond S3's part size
+    finished = await backend.writer("uw/finished", size=len(data) if sized else None)
+    await finished.write(data)
+    await finished.commit()
+    assert backend.unfinished_writes() == []
+    abandoned = await backend.writer("uw/abandoned", size=len(data) if sized else None)
+    await abandoned.write(data)
+    named = backend.unfinished_writes()
+    assert all(isinstance(token, str) for token in named)
+    await backend.abort_writes(named)
+    if named:
+        with pytest.raises(StorageError):
+            await abandoned.commit()
+    else:
+        await abandoned.cancel()
+    assert backend.unfinished_writes() == []
+    assert not await backend.exists("uw/abandoned")
+    assert await backend.read_bytes("uw/finished") == data
 
 
 # --- writer (append) ----------------------------------------------------------------------------
