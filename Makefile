@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 SYSTEM_PACKAGES := skopeo docker-registry wrk chromium docker.io podman debootstrap docker-compose systemd
 SYSTEM_COMMANDS := skopeo docker-registry wrk chromium dockerd podman debootstrap docker-compose systemd-analyze
 # Every dependency pinned with its hashes, generated from pyproject.toml by `make lock`:
-# the image installs requirements.lock, the development venv requirements-dev.lock (with the extras).
+# the image installs requirements.lock (with the tracing extra), the development venv requirements-dev.lock (all extras).
 LOCK := requirements.lock
 DEV_LOCK := requirements-dev.lock
 PIP_TOOLS := pip-tools==7.6.2
@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 lock:
 	$(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/pip install --quiet $(PIP_TOOLS)
-	$(PIP_COMPILE) --upgrade -o $(LOCK) pyproject.toml
+	$(PIP_COMPILE) --upgrade --extra tracing -o $(LOCK) pyproject.toml
 	$(PIP_COMPILE) --upgrade --all-extras -c $(LOCK) -o $(DEV_LOCK) pyproject.toml
 
 system-deps:

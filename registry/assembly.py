@@ -80,11 +80,13 @@ def _s3_backend(s3: schema.S3, redirect: bool) -> tuple[StorageBackend, str]:
     return S3Backend(settings), where + (f" at {settings.regionendpoint}" if settings.regionendpoint else "")
 
 
-def build_registry(settings: Settings, create: bool = True) -> tuple[Registry, str]:
+def build_registry(settings: Settings, create: bool = True,
+                   traced: Callable[[Any, str, str], Any] | None = None) -> tuple[Registry, str]:
+    """traced: see MeteredBackend (a span per storage action)."""
     backend, where = open_backend(settings.storage, create)
     policy = Policy(delete_enabled=settings.storage.delete.enabled,
                     read_only=settings.storage.maintenance.readonly.enabled)
-    return Registry(MeteredBackend(backend), policy), where
+    return Registry(MeteredBackend(backend, traced), policy), where
 
 
 @dataclass
@@ -99,19 +101,23 @@ class Assembly:
 
 
 def assemble(settings: Settings) -> Assembly:
-    registry, where = build_registry(settings)
+    tracing = observability.start_tracing(settings.tracing)
+    registry, where = build_registry(settings, traced=tracing.storage_timer if tracing else None)
     data_dir = where if settings.storage.driver == "filesystem" else "."
     try:
         guard, token_service = build_auth(settings.auth, data_dir)
     except AuthSetupError as exc:
         raise ConfigError(str(exc)) from None
     upstreams = upstreams_from_settings(settings.proxy)
+    if tracing is not None:
+        for upstream in upstreams:
+            upstream.trace_configs.append(tracing.client_trace_config())
     mirror = Mirror(registry, upstreams) if upstreams else None
     app = create_app(registry, base_url=settings.http.host, guard=guard, token_service=token_service,
                      mirror=mirror, headers=settings.http.headers, ui_enabled=settings.ui.enabled,
                      secret=settings.http.secret.get_secret_value() if settings.http.secret else None,
                      manifest_memory=settings.http.limits.manifestmemory)
-    observability.setup(app, settings, registry)
+    observability.setup(app, settings, registry, tracing)
     events.setup(app, settings, data_dir)
     for task in _background_tasks(settings, registry, mirror):
         app.cleanup_ctx.append(task)

@@ -72,6 +72,10 @@ SECTION_MISTAKES = {
     "manifestmemory": ({"http": {"limits": {"manifestmemory": "1MiB"}}},
                        "http.limits.manifestmemory: must be 4194304 or more"),
     "fsync": ({"storage": {"filesystem": {"fsync": "sometimes"}}}, "storage.filesystem.fsync: expected true or false"),
+    "sampling": ({"tracing": {"enabled": True, "samplingratio": 2}},
+                 "tracing.samplingratio: input should be less than or equal to 1"),
+    "collector": ({"tracing": {"endpoint": "collector:4318"}},
+                  "tracing.endpoint: expected an http:// or https:// URL, not 'collector:4318'"),
 }
 CONFIG_MISTAKES.update({name: (yaml.safe_dump(config), message) for name, (config, message) in SECTION_MISTAKES.items()})
 

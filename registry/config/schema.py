@@ -525,6 +525,19 @@ class Notifications(Section):
         return self
 
 
+# -- tracing -------------------------------------------------------------------------------------
+
+class Tracing(Section):
+    """Ours: OpenTelemetry spans over OTLP/HTTP; needs the `tracing` extra (the OpenTelemetry SDK)."""
+
+    enabled: Bool = False
+    endpoint: Url = "http://localhost:4318/v1/traces"  # the collector's OTLP/HTTP traces URL
+    servicename: Str = Field("registry", min_length=1)  # the service.name spans carry
+    samplingratio: float = Field(1.0, ge=0, le=1)  # of the traces begun here; a client's sampled flag wins
+    headers: dict[str, Secret] = {}  # sent with each export (an API key, say)
+    timeout: PositiveDuration = 10.0  # per export; spans that cannot be sent are dropped
+
+
 # -- the whole file ------------------------------------------------------------------------------
 
 class UI(Section):
@@ -541,6 +554,7 @@ class Settings(Section):
     ui: UI = UI()
     health: Health = Health()
     notifications: Notifications = Notifications()
+    tracing: Tracing = Tracing()
     #: Distribution keys set in the config that this registry ignores, with why (set by the loader)
     _ignored: list[str] = PrivateAttr(default_factory=list)
 

@@ -36,6 +36,8 @@ class Upstream:
     ttl: float = 300.0
     dockerhub: bool = False  # a one-component name means library/<name>
     timeout: float = 60.0
+    #: aiohttp trace configs for the session (tracing.enabled: a span per upstream call)
+    trace_configs: list[aiohttp.TraceConfig] = field(default_factory=list, repr=False)
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
@@ -52,7 +54,8 @@ class Upstream:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
-                                                                                sock_read=self.timeout))
+                                                                                sock_read=self.timeout),
+                                                  trace_configs=self.trace_configs or None)
         return self._session
 
     async def close(self) -> None:

@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from aiohttp import web
 
-from ..config import Settings
+from ..config import ConfigError, Settings, schema
 from ..config.values import split_address
 from ..domain import Registry
 from .health import Health, build_health
 from .metrics import exposition
 from .traffic import RequestIds, in_flight, observe_middleware, observer_class, response_hook
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 log = logging.getLogger("registry")
 #: what the runner's own shutdown waits for a request after shut_down() has drained them
@@ -25,13 +28,29 @@ HEALTH_KEY = web.AppKey("health", Health)
 REQUEST_IDS_KEY = web.AppKey("request_ids", RequestIds)
 
 
-def setup(app: web.Application, settings: Settings, registry: Registry) -> Health:
+def start_tracing(settings: schema.Tracing) -> "Tracing | None":
+    """The tracer provider when tracing.enabled (its export thread starts), else None."""
+    if not settings.enabled:
+        return None
+    try:
+        from .tracing import Tracing
+    except ImportError as exc:
+        raise ConfigError(f"tracing.enabled needs the OpenTelemetry SDK, and {exc.name} is missing: "
+                          "pip install 'oci-registry[tracing]'") from None
+    return Tracing(settings)
+
+
+def setup(app: web.Application, settings: Settings, registry: Registry, tracing: "Tracing | None" = None) -> Health:
     """Request ids, metrics and the access log for every request; the health checks and endpoints;
-    metrics on the main port when http.debug.prometheus.mainport says so (default: without auth)."""
+    metrics on the main port when http.debug.prometheus.mainport says so (default: without auth);
+    a span per request with tracing."""
     health = build_health(settings, registry)
     app[HEALTH_KEY] = health
     app[REQUEST_IDS_KEY] = RequestIds(settings.http.requestid.trustfrom)
     app.middlewares.insert(0, observe_middleware(app[REQUEST_IDS_KEY], health))
+    if tracing is not None:
+        app.middlewares.insert(1, tracing.middleware())
+        app.cleanup_ctx.append(_exporting(tracing))
     app.on_response_prepare.append(response_hook(health))
     app.router.add_routes(health.routes())
     prometheus = settings.http.debug.prometheus
@@ -40,6 +59,14 @@ def setup(app: web.Application, settings: Settings, registry: Registry) -> Healt
         app.router.add_get(prometheus.path, serve_metrics, allow_head=False)
     app.cleanup_ctx.append(health.run_checks)
     return health
+
+
+def _exporting(tracing: "Tracing") -> Any:
+    async def exporting(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)  # the last spans sent
+
+    return exporting
 
 
 async def serve_metrics(request: web.Request) -> web.Response:

@@ -20,12 +20,17 @@ DRIVER_NAMES = {"filesystem": "filesystem", "s3": "s3aws", "memory": "inmemory"}
 
 
 class MeteredBackend(StorageBackend):
-    def __init__(self, inner: StorageBackend) -> None:
+    def __init__(self, inner: StorageBackend, traced: Callable[[Any, str, str], Any] | None = None) -> None:
+        """traced(timer, driver, action): a timer that also records a span (tracing.enabled)."""
         self.inner = inner
         self.name = inner.name
         self.reclaims_unfinished_writes = inner.reclaims_unfinished_writes
         driver = DRIVER_NAMES.get(inner.name, inner.name)
-        timer = STORAGE_ACTION.child
+
+        def timer(labels: tuple[str, str]) -> Any:
+            child = STORAGE_ACTION.child(labels)
+            return child if traced is None else traced(child, *labels)
+
         self._get_content, self._put_content = timer((driver, "GetContent")), timer((driver, "PutContent"))
         self._reader, self._writer = timer((driver, "Reader")), timer((driver, "Writer"))
         self._commit, self._stat = timer((driver, "Commit")), timer((driver, "Stat"))

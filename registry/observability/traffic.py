@@ -43,7 +43,7 @@ class Observed:
     While it is in flight it counts in its route's in-flight gauge (and, for upload data, in the
     uploads in progress)."""
 
-    __slots__ = ("request_id", "route", "params", "started", "in_flight", "uploading")
+    __slots__ = ("request_id", "route", "params", "started", "in_flight", "uploading", "span_end")
 
     def __init__(self, request_id: str, route: str, params: Mapping[str, str], started: float | None,
                  in_flight: Cell | None, uploading: bool = False) -> None:
@@ -54,13 +54,18 @@ class Observed:
         self.started = started
         self.in_flight = in_flight
         self.uploading = uploading
+        #: with tracing.enabled, what ends the request's span, given the status sent (None: no response)
+        self.span_end: Callable[[int | None], None] | None = None
 
-    def finish(self) -> None:
+    def finish(self, status: int | None = None) -> None:
         if self.in_flight is not None:
             self.in_flight.value -= 1
             self.in_flight = None
             if self.uploading:
                 _UPLOADING.value -= 1
+        if self.span_end is not None:
+            self.span_end, span_end = None, self.span_end
+            span_end(status)
 
 
 #: the request the current task serves (aiohttp runs each request in a task of its own)
@@ -208,7 +213,7 @@ def observer_class(settings: schema.Log, ids: RequestIds) -> type[AbstractAccess
                 observed = Observed(ids.of(request), "not_found", _NO_PARAMS, None, None)
                 REQUEST_ID.set(observed.request_id)
             else:
-                observed.finish()
+                observed.finish(response.status)
                 time = perf_counter() - observed.started  # type: ignore[operator]
             method, status = request.method, response.status
             received = request.content.total_bytes
