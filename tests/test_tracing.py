@@ -100,6 +100,28 @@ def test_a_mirror_s_upstream_call_and_the_upstream_s_span_are_in_the_pull_s_trac
             assert answered.name == f"{method} manifest" and answered.trace_id == served.trace_id
 
 
+def test_sampling_keeps_the_share_asked_for_and_follows_the_client_s_decision(make_registry: MakeRegistry) -> None:
+    """samplingratio 0: no trace starts here, but a request whose traceparent says sampled is traced, storage
+    actions and all; one that says not sampled is not."""
+    with Collector() as collector:
+        registry = make_registry(config=tracing(collector, samplingratio=0))
+        client = RegistryClient(registry.url)
+        repo = unique_repo("sampled")
+        digest = client.push_blob(repo, b"sampled or not")
+        unsampled = [client.request("HEAD", f"/v2/{repo}/blobs/{digest}"),
+                     client.request("HEAD", f"/v2/{repo}/blobs/{digest}",
+                                    headers={"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"})]
+        trace_id = secrets.token_hex(16)
+        sampled = client.request("HEAD", f"/v2/{repo}/blobs/{digest}",
+                                 headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+        span = server_span(collector, "registry", "HEAD blob", sampled.headers["X-Request-Id"])
+        assert span.trace_id == trace_id and collector.children(span)
+        # spans are exported in the order they end: had the earlier requests been traced, they would be here
+        ids = {s.attributes.get("http.request.id") for s in collector.spans}
+        assert not ids & {r.headers["X-Request-Id"] for r in unsampled}
+        assert all(s.trace_id == trace_id for s in collector.spans), "the push was traced"
+
+
 def test_a_collector_that_is_down_costs_requests_nothing(make_registry: MakeRegistry) -> None:
     """Spans that cannot be sent are dropped by the export thread; pushes, pulls and the shutdown go on."""
     registry = make_registry(config=tracing(f"http://127.0.0.1:{free_port()}/v1/traces", timeout="1s"))

@@ -61,15 +61,16 @@ class Tracing:
         async def trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
             observed = OBSERVED.get()
             route = observed.route if observed is not None else "not_found"
-            attributes = {"http.request.method": request.method, "url.path": request.path,
-                          "registry.route": route, "client.address": request.remote or "",
-                          "user_agent.original": request.headers.get("User-Agent", "")}
-            if observed is not None:
-                attributes["http.request.id"] = observed.request_id
-                if "name" in observed.params:
-                    attributes["oci.repository"] = observed.params["name"]
-            span = tracer.start_span(f"{request.method} {route}", context=propagate.extract(request.headers),
-                                     kind=SpanKind.SERVER, attributes=attributes)
+            parent = propagate.extract(request.headers) if "traceparent" in request.headers else None
+            span = tracer.start_span(f"{request.method} {route}", context=parent, kind=SpanKind.SERVER)
+            if span.is_recording():  # else sampled out: the attributes would be built for nothing
+                span.set_attributes({"http.request.method": request.method, "url.path": request.path,
+                                     "client.address": request.remote or "",
+                                     "user_agent.original": request.headers.get("User-Agent", "")})
+                if observed is not None:
+                    span.set_attribute("http.request.id", observed.request_id)
+                    if "name" in observed.params:
+                        span.set_attribute("oci.repository", observed.params["name"])
             token = context.attach(trace.set_span_in_context(span))
             if observed is not None:
                 observed.span_end = lambda status: end_request_span(span, status)
@@ -145,8 +146,8 @@ class _TracedTimer:
 
     def since(self, start: float) -> None:
         self._timer.since(start)
-        if not trace.get_current_span().get_span_context().is_valid:
-            return  # a background job's call, outside any request: no trace to add it to
+        if not trace.get_current_span().is_recording():
+            return  # a background job's call, outside any request, or a request not sampled
         now = time_ns()
         began = now - int((perf_counter() - start) * 1e9)
         self._tracer.start_span(self._name, start_time=began, attributes=self._attributes).end(end_time=now)
