@@ -32,7 +32,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "UNSUPPORTED": (405, "the operation is unsupported"),
     "TOOMANYREQUESTS": (429, "too many requests"),
     "NOT_FOUND": (404, "no route for this request"),
-    "INVALID_REQUEST": (400, "invalid request body"),  # ours: the admin API's
+    "INVALID_REQUEST": (400, "invalid request body"),  # ours: the admin API's body, and malformed HTTP
     "UNKNOWN": (500, "unknown error"),
     "UNAVAILABLE": (503, "service unavailable"),
     "STORAGE_FULL": (507, "insufficient storage: the registry's storage is full"),

@@ -155,7 +155,7 @@ def test_skopeo_pulls_through_the_redirect(s3_registry: RegistryServer, tmp_path
     copy(target, f"oci:{tmp_path / 'out'}:pulled")
     assert_same_image(source, "v1", Layout(tmp_path / "out"), "pulled")
     manifest = json.loads(source.manifest("v1")[1])
-    log = s3_registry.log_path.read_text()
     for blob in [manifest["config"], *manifest["layers"]]:
+        log = s3_registry.logged(f'"GET /v2/{repo}/blobs/{blob["digest"]} HTTP/1.1"')  # written after the answer
         answered = re.findall(rf'"GET /v2/{re.escape(repo)}/blobs/{blob["digest"]} HTTP/1\.1" (\d+)', log)
         assert answered and set(answered) == {"307"}, (blob["digest"], answered)

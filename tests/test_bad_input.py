@@ -5,6 +5,7 @@ never a 500 and never a traceback in the log.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from typing import Callable, Iterator
@@ -78,11 +79,32 @@ def test_odd_content_ranges(client: RegistryClient, content_range: str, status: 
     assert_no_traceback()
 
 
-def test_huge_content_length_is_400(registry: RegistryServer, assert_no_traceback: Callable[[], None]) -> None:
-    """aiohttp's parser refuses it before any handler runs; the log says so in one line."""
+MALFORMED = {
+    "huge-content-length": f"PATCH /v2/a/blobs/uploads/x HTTP/1.1\r\nHost: r\r\nContent-Length: {HUGE}\r\n\r\n",
+    "header-line-over-8-kib": f"GET /v2/ HTTP/1.1\r\nHost: r\r\nX-Padding: {'p' * 9000}\r\n\r\n",
+    "request-line-over-8-kib": f"GET /v2/{'a' * 9000}/tags/list HTTP/1.1\r\nHost: r\r\n\r\n",
+    "bad-method": "G@T /v2/ HTTP/1.1\r\nHost: r\r\n\r\n",
+    "no-request-line": "HELLO\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_text", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_requests_get_the_error_envelope(registry: RegistryServer, request_text: str,
+                                                   assert_no_traceback: Callable[[], None]) -> None:
+    """aiohttp's parser refuses them before any handler runs: 400 with the JSON error envelope, as every
+    other error, and the connection closes; the log says so in one line."""
     with socket.create_connection(("127.0.0.1", registry.port), timeout=10) as sock:
-        sock.sendall(f"PATCH /v2/a/blobs/uploads/x HTTP/1.1\r\nHost: r\r\nContent-Length: {HUGE}\r\n\r\n".encode())
-        assert sock.recv(1024).split(b" ")[1] == b"400"
+        sock.sendall(request_text.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:])}
+    assert lines[0].split(" ")[1] == "400"
+    assert headers["content-type"].startswith("application/json")
+    [error] = json.loads(body)["errors"]
+    assert error["code"] == "INVALID_REQUEST" and error["message"]
     assert_no_traceback()
 
 

@@ -314,7 +314,7 @@ def test_gc_while_serving_keeps_tagged_images_pullable(make_registry: MakeRegist
         pulls += 1
     assert pulls > 3
     assert all(server.store.exists(blob_path(d)) for d in tagged.content)
-    assert "garbage collection: freed 3 object(s)" in server.log_path.read_text()
+    server.logged("garbage collection: freed 3 object(s)")
 
 
 def test_two_replicas_collecting_one_bucket_at_once_lose_nothing(make_registry: MakeRegistry) -> None:

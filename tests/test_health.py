@@ -98,8 +98,8 @@ async def test_http_and_tcp_checks_with_thresholds(aiohttp_server: Any, make_reg
         answer["status"] = 500
         r = await asyncio.to_thread(wait_until, health_is(registry, 503), "the http check to fail three times")
         assert r.json() == {str(server.make_url("/ping")): "downstream service returned unexpected status: 500"}
-        log = registry.log_path.read_text()
-        assert f"health check {server.make_url('/ping')} failed: downstream service returned unexpected status" in log
+        await asyncio.to_thread(registry.logged, f"health check {server.make_url('/ping')} failed: downstream service "
+                                "returned unexpected status")
         answer["status"] = 200
         await asyncio.to_thread(wait_until, health_is(registry, 200), "the http check to pass again")
     finally:

@@ -393,7 +393,7 @@ def test_blob_that_does_not_match_its_digest_is_not_stored(make_registry: MakeRe
     assert leftover_uploads(mirror) == []
     assert len(upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}")) == 2
     assert mirror_metrics(mirror)[(PREFIX, "blob", "error")] == 2
-    assert f"fill of {digest} from {upstream.url} failed: DIGEST_INVALID" in mirror.log_path.read_text()
+    mirror.logged(f"fill of {digest} from {upstream.url} failed: DIGEST_INVALID")
 
 
 # --- writes, names, auth, Distribution's mode ---------------------------------------------------------------

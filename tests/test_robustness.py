@@ -56,7 +56,7 @@ def test_slowloris_heads_are_cut_off_at_the_header_deadline(make_registry: MakeR
         attack.stop()
     probe.assert_held_up()
     assert attack.closed >= 40, f"the server closed only {attack.closed} trickling connections"
-    assert "no whole request head within 2s (http.timeouts.header)" in server_log(server)
+    server.logged("no whole request head within 2s (http.timeouts.header)")
     assert watch.settle(baseline) <= baseline
 
 
@@ -81,7 +81,7 @@ def test_slowloris_cannot_exhaust_descriptors(make_registry: MakeRegistry) -> No
     assert attack.closed >= 2 * limit, f"the server closed only {attack.closed} trickling connections"
     for digest in pushed:
         assert client.request("HEAD", f"/v2/{repo}/blobs/{digest}").status_code == 200
-    assert "48 connections open (http.limits.connections): closing the longest idle ones" in server_log(server)
+    server.logged("48 connections open (http.limits.connections): closing the longest idle ones")
     assert watch.settle(baseline) <= baseline
 
 
@@ -93,8 +93,8 @@ def test_connection_limit_fits_the_descriptor_limit(make_registry: MakeRegistry)
     assert any(line.startswith("Max open files") and line.split()[3:5] == ["4096", "4096"]
                for line in limits.splitlines()), limits
     low = make_registry(descriptor_limit=128)
-    assert ("http.limits.connections is 1000, but the descriptor limit (ulimit -n) is 128: serving at most 96 "
-            "connections") in server_log(low)
+    low.logged("http.limits.connections is 1000, but the descriptor limit (ulimit -n) is 128: serving at most 96 "
+               "connections")
 
 
 def test_silent_and_idle_connections_are_closed(make_registry: MakeRegistry) -> None:
@@ -136,7 +136,7 @@ def test_stalled_patch_is_cut_off_and_releases_its_upload(make_registry: MakeReg
     probe.assert_held_up()
     assert deleted and deleted[0].status_code == 204, deleted
     assert_error(client.request("GET", location), 404, "BLOB_UPLOAD_UNKNOWN")
-    assert "sent no byte of its request body for 2s (http.timeouts.body)" in server_log(server)
+    server.logged("sent no byte of its request body for 2s (http.timeouts.body)")
     assert watch.settle(baseline) <= baseline
 
 
@@ -307,8 +307,7 @@ def test_wrong_protocol_gets_go_s_answer_and_one_log_line(tmp_path: Path, make_r
     with connect(plain) as sock:
         with pytest.raises(ssl.SSLError):
             context.wrap_socket(sock, server_hostname="127.0.0.1")
-    log = server_log(plain)
-    assert "sent a TLS handshake to this plain-HTTP port: it expects https" in log
+    log = plain.logged("sent a TLS handshake to this plain-HTTP port: it expects https")
     assert "UNKNOWN" not in log
     with connect(plain) as sock:
         sock.sendall(b"\x16\x03\x01\x00\x05hello")
@@ -320,7 +319,7 @@ def test_wrong_protocol_gets_go_s_answer_and_one_log_line(tmp_path: Path, make_r
     answer = requests.get(f"http://127.0.0.1:{tls.port}/v2/", timeout=10)
     assert answer.status_code == 400
     assert answer.text == "Client sent an HTTP request to an HTTPS server.\n"
-    assert "sent plain HTTP to this TLS port" in server_log(tls)
+    tls.logged("sent plain HTTP to this TLS port")
     session = requests.Session()
     session.trust_env = False
     assert session.get(f"{tls.url}/v2/", verify=str(cert), timeout=10).status_code == 200

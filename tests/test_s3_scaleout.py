@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, NamedTuple
@@ -29,7 +30,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import pytest
 import requests
 
-from registry.incoming import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS
+from registry.incoming import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, TICK_SECONDS
 
 from .client import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, RegistryClient, descriptor, digest_of, unique_repo
 from .engines import wait_until
@@ -469,6 +470,28 @@ def test_a_killed_replica_s_streamed_push_is_aborted_and_a_live_one_s_is_not(
     assert verify_blob_objects(s3, bucket, ROOT) == {digest_of(kept): kept}
     assert any("aborted 1 unfinished storage write(s) of stopped registry process" in server.log_path.read_text()
                for server in (live, sweeper))
+
+
+def test_an_idle_replica_makes_no_s3_calls(proxy: S3FaultProxy, make_cluster: Callable[..., Cluster]) -> None:
+    """Once its start-up sweep and a streamed push are over, a replica with nothing to do calls S3 for
+    nothing: no heartbeat, no listing, for longer than two heartbeat periods."""
+    cluster = make_cluster(replicas=1)
+    client = RegistryClient(cluster.a.url)
+    client.push_blob(unique_repo("idle"), os.urandom(2 * PART))  # streamed into a multipart upload
+    counted = -1
+
+    def quiet() -> bool:
+        """No call since the last poll: the start-up sweep and the push's heartbeat, if any, are over."""
+        nonlocal counted
+        counted, before = len(proxy.calls), counted
+        return counted == before
+
+    wait_until(quiet, "the calls of the push and the sweep to end", interval=HEARTBEAT_SECONDS / 2)
+    proxy.reset_counts()
+    watch_until = time.monotonic() + 2 * HEARTBEAT_SECONDS + TICK_SECONDS  # an observation window, not a wait
+    while time.monotonic() < watch_until:
+        assert proxy.calls == [], [(c.operation, c.key) for c in proxy.calls]
+        time.sleep(0.2)
 
 
 def test_manifest_tag_and_pull_cost_no_more_calls_than_distribution(

@@ -14,6 +14,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from ..errors import RegistryError
 from .limits import ConnectionLimits
 from .pool import ConnectionPool
 
@@ -203,7 +204,8 @@ class GuardedHandler(RequestHandler):
         if isinstance(exc, HttpProcessingError):  # a malformed request: the client's mistake, one line
             why = (message or str(exc) or "Bad Request")[:200]
             log.info("refused a malformed request from %s: %s", self.peer, why)
-            answer = web.Response(status=status, text=why, content_type="text/plain")
+            answer = web.Response(status=400, body=RegistryError("INVALID_REQUEST", why).body(),
+                                  content_type="application/json")
             answer.force_close()
             return answer
         return super().handle_error(request, status, exc, message)
