@@ -329,6 +329,7 @@ def test_parallel_gets_of_a_large_blob_make_one_upstream_request(make_registry: 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(fetch, range(8)))
     assert results == [(200, digest, len(data))] * 8
+    wait_for(lambda: upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}"), what="the upstream's access line")
     assert len(upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}")) == 1
     assert stored_blobs(mirror) == {digest}
     assert leftover_uploads(mirror) == []
@@ -391,6 +392,8 @@ def test_blob_that_does_not_match_its_digest_is_not_stored(make_registry: MakeRe
             assert_error(r, 503, "UNAVAILABLE")  # the upstream's fault, not the client's
     assert stored_blobs(mirror) == set()
     assert leftover_uploads(mirror) == []
+    wait_for(lambda: len(upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}")) >= 2,
+             what="the upstream's access lines")
     assert len(upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}")) == 2
     assert mirror_metrics(mirror)[(PREFIX, "blob", "error")] == 2
     mirror.logged(f"fill of {digest} from {upstream.url} failed: DIGEST_INVALID")
