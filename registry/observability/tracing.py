@@ -76,12 +76,10 @@ class Tracing:
                 observed.span_end = lambda status: end_request_span(span, status)
             try:
                 return await handler(request)
-            except BaseException:
-                if observed is None:
-                    span.end()
-                raise
             finally:
                 context.detach(token)
+                if observed is None:  # no observer to end it once the response has been sent
+                    span.end()
 
         return trace_request
 
