@@ -26,6 +26,7 @@ from registry.mirror.service import READ_CHUNK, SUBSCRIBER_CHUNKS
 
 from .auth_helpers import client_for, write_htpasswd
 from .client import RegistryClient, assert_error, blob_file, digest_of, unique_repo
+from .engines import wait_until
 from .oci_layout import (
     ACCEPT_ALL,
     Layout,
@@ -89,13 +90,6 @@ def leftover_uploads(server: RegistryServer) -> list[Path]:
     """Upload data in the store: sessions, and the single-request uploads fills are."""
     sessions = server.root.glob("docker/registry/v2/repositories/**/_uploads/*/*")
     return [p for p in [*sessions, *server.root.glob("docker/registry/v2/incoming/*/*/data")] if p.is_file()]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def sleep_past(seconds: float) -> None:
@@ -329,7 +323,7 @@ def test_parallel_gets_of_a_large_blob_make_one_upstream_request(make_registry: 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(fetch, range(8)))
     assert results == [(200, digest, len(data))] * 8
-    wait_for(lambda: upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}"), what="the upstream's access line")
+    wait_until(lambda: upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}"), "the upstream's access line")
     assert len(upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}")) == 1
     assert stored_blobs(mirror) == {digest}
     assert leftover_uploads(mirror) == []
@@ -362,7 +356,7 @@ def test_client_hanging_up_mid_blob_does_not_waste_the_fill(make_registry: MakeR
     assert digest not in stored_blobs(mirror)
     r.close()
 
-    wait_for(lambda: digest in stored_blobs(mirror), what="the fill to be committed")
+    wait_until(lambda: digest in stored_blobs(mirror), "the fill to be committed")
     r = requests.get(f"{mirror.url}{path}", timeout=60)
     assert r.status_code == 200 and r.content == data
     assert len(upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}")) == 1
@@ -392,8 +386,8 @@ def test_blob_that_does_not_match_its_digest_is_not_stored(make_registry: MakeRe
             assert_error(r, 503, "UNAVAILABLE")  # the upstream's fault, not the client's
     assert stored_blobs(mirror) == set()
     assert leftover_uploads(mirror) == []
-    wait_for(lambda: len(upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}")) >= 2,
-             what="the upstream's access lines")
+    wait_until(lambda: len(upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}")) >= 2,
+               "the upstream's access lines")
     assert len(upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}")) == 2
     assert mirror_metrics(mirror)[(PREFIX, "blob", "error")] == 2
     mirror.logged(f"fill of {digest} from {upstream.url} failed: DIGEST_INVALID")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from .client import (
     digest_of,
     unique_repo,
 )
+from .engines import wait_until
 from .servers import MakeRegistry, RegistryServer
 from .store_view import V2, blob_path, layer_link_path
 
@@ -93,14 +93,6 @@ def metrics(server: RegistryServer) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return found
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def next_run(server: RegistryServer) -> dict[str, float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -16,6 +15,7 @@ from registry.incoming import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS
 
 from .client import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_MANIFEST, RegistryClient, descriptor, \
     digest_of, unique_repo
+from .engines import wait_until
 from .servers import RegistryServer
 from .store_view import incoming_data
 
@@ -40,19 +40,13 @@ def stored_blob_files(server: RegistryServer) -> list[Path]:
     return sorted((server.root / "docker/registry/v2/blobs").rglob("*"))
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the registry"
-        time.sleep(0.01)
-
-
 def kill_mid_body(server: RegistryServer, data_file: Path, committed: int, sent_first: int,
                   data: bytes) -> Iterator[bytes]:
     """A request body that kills the server once part of it has reached the disk, then keeps sending."""
     for offset in range(0, sent_first, MiB):
         yield data[offset:offset + MiB]
-    wait_until(lambda: data_file.exists() and data_file.stat().st_size > committed)
+    wait_until(lambda: data_file.exists() and data_file.stat().st_size > committed, "the body to reach the disk",
+               interval=0.01)
     server.kill()
     for offset in range(sent_first, len(data), MiB):
         yield data[offset:offset + MiB]
@@ -156,7 +150,7 @@ def test_sigkill_leaves_no_partial_blob(make_registry: Callable[..., RegistrySer
     def killing_body() -> Iterator[bytes]:
         for offset in range(0, 3 * MiB, MiB):
             yield data[offset:offset + MiB]
-        wait_until(any_upload_grew)
+        wait_until(any_upload_grew, "the upload to reach the store", interval=0.01)
         server.kill()
         for offset in range(3 * MiB, len(data), MiB):
             yield data[offset:offset + MiB]
@@ -167,7 +161,8 @@ def test_sigkill_leaves_no_partial_blob(make_registry: Callable[..., RegistrySer
     server.start()
     client = RegistryClient(server.url)
     assert client.request("HEAD", f"/v2/{repo}/blobs/{digest}").status_code == 404
-    wait_until(lambda: incoming_data(server.store) == [], timeout=STALE_AFTER_SECONDS + 3 * HEARTBEAT_SECONDS)
+    wait_until(lambda: incoming_data(server.store) == [], "the killed process's upload to be swept",
+               timeout=STALE_AFTER_SECONDS + 3 * HEARTBEAT_SECONDS)
 
     location = client.start_upload(repo)
     data_file = upload_data_file(server, repo, location)
