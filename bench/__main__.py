@@ -27,6 +27,7 @@ from .procs import REPO_ROOT, SIDES, S3Endpoint, Side
 from .report import Result, table
 from .scale import scale_scenarios
 from .scenarios import MiB, Context, Scenario, Sizes, all_scenarios
+from .storegen import StoreSpec
 
 
 def every_scenario(sizes: Sizes) -> list[Scenario]:
@@ -134,6 +135,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--soak-minutes", type=float,
                         help="how long the soak scenario's traffic runs (default 10; 1/3 with --quick)")
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; 1 with --quick)")
+    parser.add_argument("--gc-s3-manifests", type=int, metavar="N",
+                        help="the gc-s3 scenario's store: N manifests in N/2 repositories (default 10,000 in 10,000; "
+                             "Distribution's collector needs most of an hour for those on moto)")
     parser.add_argument("--json", metavar="FILE", help="also write the results and samples as JSON")
     parser.add_argument("--no-reference-cache", action="store_true",
                         help="run Distribution without its in-memory blob descriptor cache (on in its shipped config)")
@@ -144,6 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.gc_s3_manifests is not None and args.gc_s3_manifests < 2:
+        parser.error("--gc-s3-manifests must be at least 2")
     return args
 
 
@@ -152,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.soak_minutes is not None:
         sizes = dataclasses.replace(sizes, soak_seconds=args.soak_minutes * 60)
+    if args.gc_s3_manifests is not None:
+        n = args.gc_s3_manifests
+        sizes = dataclasses.replace(sizes, s3_scale_store=StoreSpec(manifests=n, repositories=n // 2, many_tags=50))
     rounds = args.rounds or (1 if args.quick else 3)
     scenarios = [s for s in every_scenario(sizes)
                  if s.name in args.only or (not args.only and s.opt_in == args.scale)]
