@@ -53,33 +53,30 @@ class Tracing:
         self.provider.shutdown()
 
     def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-        """Runs right after the observing middleware (traffic.py): the span starts with the request's id
-        and route, is current while the handler runs, and is ended by Observed.finish()."""
+        """Runs right after the observing middleware (traffic.py), which has set OBSERVED: the span starts
+        with the request's id and route, is current while the handler runs, and is ended by
+        Observed.finish() once the response has been sent (or the request given up)."""
         tracer = self.tracer
 
         @web.middleware
         async def trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
             observed = OBSERVED.get()
-            route = observed.route if observed is not None else "not_found"
+            assert observed is not None, "the tracing middleware runs inside the observing one"
             parent = propagate.extract(request.headers) if "traceparent" in request.headers else None
-            span = tracer.start_span(f"{request.method} {route}", context=parent, kind=SpanKind.SERVER)
+            span = tracer.start_span(f"{request.method} {observed.route}", context=parent, kind=SpanKind.SERVER)
             if span.is_recording():  # else sampled out: the attributes would be built for nothing
                 span.set_attributes({"http.request.method": request.method, "url.path": request.path,
                                      "client.address": request.remote or "",
-                                     "user_agent.original": request.headers.get("User-Agent", "")})
-                if observed is not None:
-                    span.set_attribute("http.request.id", observed.request_id)
-                    if "name" in observed.params:
-                        span.set_attribute("oci.repository", observed.params["name"])
+                                     "user_agent.original": request.headers.get("User-Agent", ""),
+                                     "http.request.id": observed.request_id})
+                if "name" in observed.params:
+                    span.set_attribute("oci.repository", observed.params["name"])
+            observed.span_end = lambda status: end_request_span(span, status)
             token = context.attach(trace.set_span_in_context(span))
-            if observed is not None:
-                observed.span_end = lambda status: end_request_span(span, status)
             try:
                 return await handler(request)
             finally:
                 context.detach(token)
-                if observed is None:  # no observer to end it once the response has been sent
-                    span.end()
 
         return trace_request
 
@@ -102,10 +99,7 @@ class Tracing:
 
         async def end(session: aiohttp.ClientSession, ctx: SimpleNamespace,
                       params: aiohttp.TraceRequestEndParams) -> None:
-            ctx.span.set_attribute("http.response.status_code", params.response.status)
-            if params.response.status >= 500:
-                ctx.span.set_status(Status(StatusCode.ERROR))
-            ctx.span.end()
+            end_request_span(ctx.span, params.response.status)
 
         async def failed(session: aiohttp.ClientSession, ctx: SimpleNamespace,
                          params: aiohttp.TraceRequestExceptionParams) -> None:
@@ -120,7 +114,8 @@ class Tracing:
 
 
 def end_request_span(span: Any, status: int | None) -> None:
-    """status None: the request ended without a response (cancelled, its body cut off)."""
+    """End a request's span (ours, or one to an upstream) with the status of its response; a 5xx is an
+    error. status None: the request ended without a response (cancelled, its body cut off)."""
     if status is None:
         span.set_status(Status(StatusCode.ERROR, "no response sent"))
     else:
