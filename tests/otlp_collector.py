@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -14,6 +13,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from .engines import wait_until
 from .servers import free_port
 
 SERVER_KIND, CLIENT_KIND = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
@@ -93,13 +93,8 @@ class Collector(threading.Thread):
 
     def wait_for(self, match: Callable[[Span], bool], what: str, timeout: float = 30) -> Span:
         """The first span received that matches (the SDK exports in batches, every few seconds)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [span for span in self.spans if match(span)]
-            if found:
-                return found[0]
-            assert time.monotonic() < deadline, f"no span {what} within {timeout}s; got {[s.name for s in self.spans]}"
-            time.sleep(0.1)
+        return wait_until(lambda: next((span for span in self.spans if match(span)), None), f"a span {what}",
+                          timeout, interval=0.1)
 
     def children(self, parent: Span) -> list[Span]:
         return [span for span in self.spans if span.parent_id == parent.span_id and span.trace_id == parent.trace_id]

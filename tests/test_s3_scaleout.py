@@ -343,14 +343,20 @@ def calls(proxy: S3FaultProxy) -> Counter[str]:
     return Counter(c.operation for c in proxy.calls if "/incoming/" not in c.key)
 
 
+def start_put(url: str, target: str, data: bytes, sent: int) -> socket.socket:
+    """A PUT of data with Content-Length whose body stops after its first `sent` bytes, for now."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=120)
+    s.sendall(f"PUT {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n"
+              f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:sent])
+    return s
+
+
 def put_in_two_halves(url: str, target: str, data: bytes, between: Callable[[], None]) -> bytes:
     """A PUT with Content-Length whose body is sent in two halves, between() called in between; the answer's
     status line, or b"" when between() closed nothing and the server hung up."""
-    host, port = url.removeprefix("http://").split(":")
     half = len(data) // 2
-    with socket.create_connection((host, int(port)), timeout=60) as s:
-        s.sendall(f"PUT {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n"
-                  f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:half])
+    with start_put(url, target, data, half) as s:
         between()
         s.sendall(data[half:])
         return s.makefile("rb").readline()
@@ -398,10 +404,7 @@ def test_a_put_cut_short_leaves_no_multipart_upload_and_the_upload_as_it_was(
     data = os.urandom(2 * PART)
     digest = digest_of(data)
     location = client.start_upload(repo)
-    host, port = cluster.a.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=60) as s:
-        s.sendall(f"PUT {location}?digest={digest} HTTP/1.1\r\nHost: {host}\r\n"
-                  f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:PART])
+    with start_put(cluster.a.url, f"{location}?digest={digest}", data, PART):
         wait_until(lambda: pending_multipart_uploads(s3, cluster.bucket), "the blob streaming")
     wait_until(lambda: pending_multipart_uploads(s3, cluster.bucket) == [], "the multipart upload aborted")
     assert bucket_keys(s3, cluster.bucket, blob_key(digest)) == []
@@ -410,15 +413,6 @@ def test_a_put_cut_short_leaves_no_multipart_upload_and_the_upload_as_it_was(
     r = client.request("PUT", location, params={"digest": digest}, data=data)
     assert r.status_code == 201, r.text
     assert verify_blob_objects(s3, cluster.bucket, ROOT)[digest] == data
-
-
-def open_streamed_put(server: RegistryServer, location: str, digest: str, data: bytes) -> socket.socket:
-    """A PUT with the whole blob whose body stops after its first part: the blob is streaming into S3."""
-    host, port = server.url.removeprefix("http://").split(":")
-    s = socket.create_connection((host, int(port)), timeout=120)
-    s.sendall(f"PUT {location}?digest={digest} HTTP/1.1\r\nHost: {host}\r\n"
-              f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:PART])
-    return s
 
 
 def heartbeat_named_uploads(s3: Any, bucket: str) -> set[str]:
@@ -449,7 +443,8 @@ def test_a_killed_replica_s_streamed_push_is_aborted_and_a_live_one_s_is_not(
     def streaming(server: RegistryServer, data: bytes) -> tuple[socket.socket, str]:
         """The connection of a push streaming through server, once it is streaming and named; its upload id."""
         before = set(uploads())
-        s = open_streamed_put(server, RegistryClient(server.url).start_upload(repo), digest_of(data), data)
+        location = RegistryClient(server.url).start_upload(repo)
+        s = start_put(server.url, f"{location}?digest={digest_of(data)}", data, PART)  # the blob streams into S3
         upload = wait_until(lambda: set(uploads()) - before, "the blob streaming").pop()
         wait_until(lambda: upload in heartbeat_named_uploads(s3, bucket), "the upload named by a heartbeat")
         return s, upload
